@@ -1,0 +1,146 @@
+"""The analytic cost of an architecture, computed from its specs alone.
+
+Conventions (tests hold the builder to them):
+
+- ``params``: every trainable parameter of the built module (BatchNorm included).
+- ``macs``: multiply-accumulates of convolutions and linear layers at batch 1
+  (what ``torch.utils.flop_counter.FlopCounterMode`` counts, halved); pooling,
+  BatchNorm, ReLU and additions are not counted.
+- ``bitops``: sum over weighted layers of MACs x weight bits x activation bits.
+- ``bytes``: the stored model: each conv/linear weight at its weight bits,
+  BatchNorm and biases as float32, plus one float32 scale per output channel of
+  every quantized weight and one float32 scale per quantized activation.
+- ``peak_activation_bytes``: at batch 1, the largest sum of the tensors alive
+  at once: a layer's input and output (and, inside a block, consecutive
+  intermediate tensors), each stored at the bits of the layer that reads it
+  (32 for float and for the logits).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from nas.search_space._layers import layer_type
+from nas.search_space._quant import FLOAT_BITS
+
+if TYPE_CHECKING:
+    from nas.search_space._architecture import Architecture, LayerSpec
+
+_SCALE_BYTES = 4
+_FLOAT_BYTES = 4
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Params, MACs, BitOps, bytes and peak activation bytes of one architecture."""
+
+    params: int
+    macs: int
+    bitops: int
+    bytes: int
+    peak_activation_bytes: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class _Tally:
+    params: int = 0
+    macs: int = 0
+    bitops: int = 0
+    weight_bits: int = 0  # quantized weights, in bits
+    extra_bytes: int = 0  # BN, biases, scales
+    peak: int = 0
+
+    def weights(self, n: int, macs: int, spec: LayerSpec, out_channels: int) -> None:
+        """A conv/linear weight of ``n`` elements with ``out_channels`` rows."""
+        self.params += n
+        self.macs += macs
+        self.bitops += macs * spec.wbits * spec.abits
+        self.weight_bits += n * spec.wbits
+        if spec.wbits < FLOAT_BITS:
+            self.extra_bytes += out_channels * _SCALE_BYTES
+        if spec.abits < FLOAT_BITS:
+            self.extra_bytes += _SCALE_BYTES
+
+    def float_params(self, n: int) -> None:
+        self.params += n
+        self.extra_bytes += n * _FLOAT_BYTES
+
+    def alive(self, *bytes_: float) -> None:
+        self.peak = max(self.peak, math.ceil(sum(bytes_)))
+
+
+def _spatial(h: int, k: int, s: int) -> int:
+    return (h + 2 * (k // 2) - k) // s + 1
+
+
+def _act_bytes(numel: int, bits: int) -> float:
+    return numel * bits / 8
+
+
+def _layer(t: _Tally, spec: LayerSpec, shape: tuple[int, ...], out_bits: int) -> tuple[int, ...]:
+    """Add one layer's cost; return its output shape."""
+    lt = layer_type(spec.type)
+    c = shape[0]
+    if lt.family == "mlp":
+        t.weights(c * spec.width, c * spec.width, spec, spec.width)
+        t.float_params(2 * spec.width)
+        t.alive(_act_bytes(c, spec.abits), _act_bytes(spec.width, out_bits))
+        return (spec.width,)
+    if not lt.has_weights:
+        if lt.family == "identity":
+            return shape
+        h, w = (_spatial(d, lt.kernel, spec.stride) for d in shape[1:])
+        t.alive(_act_bytes(math.prod(shape), out_bits), _act_bytes(c * h * w, out_bits))
+        return (c, h, w)
+    h, w = (_spatial(d, lt.kernel, spec.stride) for d in shape[1:])
+    hw_in, hw, k2 = shape[1] * shape[2], h * w, lt.kernel**2
+    a = spec.abits
+    if lt.family == "conv":
+        t.weights(c * spec.width * k2, hw * c * spec.width * k2, spec, spec.width)
+        t.float_params(2 * spec.width)
+        t.alive(_act_bytes(c * hw_in, a), _act_bytes(spec.width * hw, out_bits))
+    elif lt.family == "dwsep":
+        t.weights(c * k2, hw * c * k2, spec, c)
+        t.weights(c * spec.width, hw * c * spec.width, spec, spec.width)
+        t.float_params(2 * c + 2 * spec.width)
+        t.alive(_act_bytes(c * hw_in, a), _act_bytes(c * hw, a))
+        t.alive(_act_bytes(c * hw, a), _act_bytes(spec.width * hw, out_bits))
+    else:  # mbconv
+        e = c * spec.expansion
+        if spec.expansion != 1:
+            t.weights(c * e, hw_in * c * e, spec, e)
+            t.float_params(2 * e)
+            t.alive(_act_bytes(c * hw_in, a), _act_bytes(e * hw_in, a))
+        t.weights(e * k2, hw * e * k2, spec, e)
+        t.weights(e * spec.width, hw * e * spec.width, spec, spec.width)
+        t.float_params(2 * e + 2 * spec.width)
+        t.alive(_act_bytes(c * hw_in, a), _act_bytes(e * hw_in, a), _act_bytes(e * hw, a))
+        t.alive(_act_bytes(c * hw_in, a), _act_bytes(e * hw, a), _act_bytes(spec.width * hw, 32))
+    return (spec.width, h, w)
+
+
+def compute_cost(arch: Architecture) -> Cost:
+    """The :class:`Cost` of ``arch``, without building or running it."""
+    t = _Tally()
+    specs = ((arch.stem,) if arch.stem else ()) + arch.layers
+    shape = arch.input_shape
+    for i, spec in enumerate(specs):
+        following = [s for s in specs[i + 1 :] if layer_type(s.type).has_weights]
+        out_bits = following[0].abits if following else arch.head_abits
+        shape = _layer(t, spec, shape, out_bits)
+    from nas.search_space._architecture import LayerSpec
+
+    head = LayerSpec(
+        type="mlp", width=arch.num_classes, wbits=arch.head_wbits, abits=arch.head_abits
+    )
+    c = shape[0]
+    t.weights(c * arch.num_classes, c * arch.num_classes, head, arch.num_classes)
+    t.float_params(arch.num_classes)  # bias
+    t.alive(_act_bytes(c, arch.head_abits), _act_bytes(arch.num_classes, FLOAT_BITS))
+    total_bytes = math.ceil(t.weight_bits / 8) + t.extra_bytes
+    return Cost(t.params, t.macs, t.bitops, total_bytes, t.peak)

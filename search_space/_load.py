@@ -1,0 +1,110 @@
+"""Loading spaces: a built-in name, a YAML/JSON file, or a dict.
+
+pydantic's validation errors are turned into one :class:`ConfigError` naming the
+first offending field, so a user sees one line, not a report.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from nas._errors import ConfigError
+from nas._registry import Registry
+from nas.search_space._space import SearchSpace
+
+#: Built-in spaces by name; each entry is a YAML file shipped in ``search_space/builtin/``.
+SPACES: Registry[str] = Registry("search space")
+for _name in ("cnn-small", "cnn-mobile", "mlp-small"):
+    SPACES.register(_name, f"{_name}.yaml")
+
+
+def pydantic_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+    """The first error of ``exc`` as a one-line :class:`ConfigError` with its field path."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in (*((prefix,) if prefix else ()), *err["loc"]))
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif err["type"] == "missing":
+        message = "is required"
+    return ConfigError(loc, message)
+
+
+def read_mapping(path: Path, field: str) -> dict[str, Any]:
+    """A YAML or JSON file's top-level mapping; a missing or malformed file is a ConfigError."""
+    if not path.is_file():
+        raise ConfigError(field, f"file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(field, f"invalid YAML in {path}{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(field, f"{path} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def space_from_dict(data: dict[str, Any], prefix: str = "") -> SearchSpace:
+    """Validate a dict as a :class:`SearchSpace`."""
+    try:
+        return SearchSpace.model_validate(data)
+    except ValidationError as exc:
+        raise pydantic_error(exc, prefix) from None
+    except ConfigError as exc:
+        if prefix:
+            raise ConfigError(f"{prefix}.{exc.field}", exc.message) from None
+        raise
+
+
+def get_space(name_or_path: str | Path, field: str = "space") -> SearchSpace:
+    """A built-in space by name, or a space read from a YAML/JSON file.
+
+    Example:
+        >>> from nas.search_space import get_space
+        >>> get_space("mlp-small").input.shape
+        (64,)
+    """
+    text = str(name_or_path)
+    if text in SPACES:
+        ref = resources.files("nas.search_space") / "builtin" / SPACES.get(text)
+        return space_from_dict(yaml.safe_load(ref.read_text()))
+    path = Path(text)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
+        return space_from_dict(read_mapping(path, field))
+    known = ", ".join(SPACES.names())
+    raise ConfigError(
+        field, f"unknown search space {text!r}; built-in: {known}, or a .yaml/.json file"
+    )
+
+
+def space_infos() -> list[dict[str, Any]]:
+    """Name, description, input and size of every built-in space (for ``nas spaces``)."""
+    infos = []
+    for name in SPACES:
+        space = get_space(name)
+        infos.append(
+            {
+                "name": name,
+                "description": space.description,
+                "input_shape": list(space.input.shape),
+                "num_classes": space.input.num_classes,
+                "stages": len(space.stages),
+                "size": space.size(),
+            }
+        )
+    return infos
+
+
+def dump_space(space: SearchSpace) -> str:
+    """The space as JSON (reads back with :func:`space_from_dict`)."""
+    return json.dumps(space.model_dump(mode="json"), indent=2)
+
+
+__all__ = ["SPACES", "dump_space", "get_space", "space_from_dict", "space_infos"]
