@@ -49,7 +49,11 @@ class Registry(Generic[T]):
         return wrap
 
     def get(self, name: str, field: str = "") -> T:
-        """The object registered as ``name``; raises :class:`UnknownNameError` listing the known names."""
+        """The object registered as ``name``.
+
+        Raises:
+            UnknownNameError: no such name; the message lists the known ones.
+        """
         try:
             return self._items[name]
         except KeyError:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     import torch.nn
+
     from nas.search_space._cost import Cost
 
 #: Bit-widths a layer may use for weights and activations; 32 means float (no quantization).

@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
+
 from nas.search_space._layers import layer_type
 from nas.search_space._quant import QConv2d, QLinear
-from torch import nn
 
 if TYPE_CHECKING:
     from nas.search_space._architecture import Architecture, LayerSpec

@@ -33,8 +33,9 @@ def sample_random(space: SearchSpace, n: int, seed: int = 0) -> list[Architectur
 
     Example:
         >>> from nas.search_space import get_space, sample_random
-        >>> archs = sample_random(get_space("cnn-small"), 3, seed=0)
-        >>> [a.arch_id for a in archs] == [a.arch_id for a in sample_random(get_space("cnn-small"), 3)]
+        >>> space = get_space("cnn-small")
+        >>> ids = [a.arch_id for a in sample_random(space, 3, seed=0)]
+        >>> ids == [a.arch_id for a in sample_random(space, 3, seed=0)]
         True
     """
     rng = np.random.default_rng(seed)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
-from nas.search_space._architecture import ALLOWED_BITS, Architecture, LayerSpec
-from nas.search_space._layers import LAYER_TYPES, accepts_rank, layer_type
-from nas.search_space._spec import HeadSpec, InputSpec, StageSpec, StemSpec
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nas._errors import ConfigError, UnknownNameError
+from nas.search_space._architecture import ALLOWED_BITS, Architecture, LayerSpec
+from nas.search_space._layers import LAYER_TYPES, accepts_rank, layer_type
+from nas.search_space._spec import HeadSpec, InputSpec, StageSpec, StemSpec
 
 
 class TrialLike(Protocol):

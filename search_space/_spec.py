@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
 from nas.search_space._architecture import ALLOWED_BITS, LayerSpec
 from nas.search_space._layers import layer_type
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
