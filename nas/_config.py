@@ -1,0 +1,148 @@
+"""The search config a user writes (YAML), and its resolution into objects.
+
+:class:`SearchConfig` holds names and numbers only; :func:`resolve` turns it into
+a :class:`Plan` of objects (space, data set, evaluators, objectives, sampler),
+checking everything *before* anything is written to a database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nas._errors import ConfigError
+from nas.search_space._load import pydantic_error, read_mapping
+
+COST_METRICS: tuple[str, ...] = ("params", "macs", "bitops", "bytes", "peak_activation_bytes")
+Direction = Literal["maximize", "minimize"]
+
+
+class EvaluatorConfig(BaseModel):
+    """An evaluator by name with its settings; a bare string is the name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    settings: dict[str, Any] = {}
+
+
+class ObjectiveConfig(BaseModel):
+    """A metric to optimize: ``"maximize:naswot"``, ``"macs"`` or ``{metric, direction}``.
+
+    With no direction, a cost metric is minimized and an evaluator's metric goes
+    the evaluator's way.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    metric: str
+    direction: Direction | None = None
+
+    def label(self) -> str:
+        return f"{self.direction}:{self.metric}" if self.direction else self.metric
+
+
+class DatasetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = "digits"
+    settings: dict[str, Any] = {}
+
+
+def _named(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+def _objective(value: Any) -> Any:
+    if isinstance(value, str):
+        direction, _, metric = value.rpartition(":")
+        return {"metric": metric, "direction": direction or None}
+    return value
+
+
+class SearchConfig(BaseModel):
+    """Everything ``nas search`` needs; every field has a CLI flag that overrides it.
+
+    Example:
+        >>> from nas import SearchConfig
+        >>> SearchConfig(trials=5, objectives=["maximize:synflow", "bytes"]).objectives[1].metric
+        'bytes'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    space: str | dict[str, Any] = "cnn-small"
+    dataset: DatasetConfig = DatasetConfig()
+    evaluators: tuple[EvaluatorConfig, ...] = (EvaluatorConfig(name="naswot"),)
+    objectives: tuple[ObjectiveConfig, ...] = (
+        ObjectiveConfig(metric="naswot", direction="maximize"),
+        ObjectiveConfig(metric="macs", direction="minimize"),
+    )
+    sampler: str = "tpe"
+    trials: int = Field(default=50, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+    seed: int = 0
+    eval_seed: int = 0
+    batch_size: int = Field(default=64, ge=1)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    storage: str = "sqlite:///nas.db"
+    study: str = Field(default="nas", min_length=1)
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset(cls, value: Any) -> Any:
+        return _named(value)
+
+    @field_validator("evaluators", mode="before")
+    @classmethod
+    def _evaluators(cls, value: Any) -> Any:
+        return [_named(v) for v in value] if isinstance(value, list | tuple) else value
+
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _objectives(cls, value: Any) -> Any:
+        return [_objective(v) for v in value] if isinstance(value, list | tuple) else value
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> SearchConfig:
+    """A config from a YAML/JSON file (or the defaults), with ``overrides`` applied on top.
+
+    ``None`` overrides are ignored, so CLI options left unset keep the file's value.
+    """
+    data: dict[str, Any] = read_mapping(Path(path), "config") if path is not None else {}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> SearchConfig:
+    try:
+        return SearchConfig.model_validate(data)
+    except ValidationError as exc:
+        raise pydantic_error(exc) from None
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A resolved objective: the metric and the direction."""
+
+    metric: str
+    direction: Direction
+
+
+def resolve_objectives(
+    config: SearchConfig, evaluator_directions: dict[str, Direction]
+) -> list[Objective]:
+    """Check every objective names a metric the evaluators or the cost model produce."""
+    available = {**{m: "minimize" for m in COST_METRICS}, **evaluator_directions}
+    objectives = []
+    for i, obj in enumerate(config.objectives):
+        if obj.metric not in available:
+            raise ConfigError(
+                f"objectives.{i}",
+                f"unknown metric {obj.metric!r}; available: {', '.join(available)}",
+            )
+        direction = obj.direction or available[obj.metric]
+        objectives.append(Objective(obj.metric, direction))  # type: ignore[arg-type]
+    if len({o.metric for o in objectives}) != len(objectives):
+        raise ConfigError("objectives", "each metric may appear once")
+    return objectives

@@ -1,0 +1,77 @@
+"""From a :class:`SearchConfig` to objects, checked before anything is written.
+
+Order matters: every name, file and value is validated first, the database
+URL last, so bad input leaves the database untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from nas._config import Objective, SearchConfig, resolve_objectives
+from nas._errors import ConfigError
+from nas.evaluators import EvalContext, Evaluator, get_evaluator, load_dataset
+from nas.search_space import SearchSpace, get_space
+from nas.search_space._load import space_from_dict
+from nas.storage import check_url
+from nas.strategies import SAMPLERS
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A search ready to run: the config and the objects it names."""
+
+    config: SearchConfig
+    space: SearchSpace
+    evaluators: tuple[Evaluator, ...]
+    context: EvalContext
+    objectives: tuple[Objective, ...]
+
+    def study_attrs(self) -> dict[str, Any]:
+        """What a study records of the search that created it (checked when it is resumed)."""
+        return {
+            "nas.space": self.space.model_dump(mode="json"),
+            "nas.dataset": self.config.dataset.model_dump(mode="json"),
+            "nas.evaluators": [e.model_dump(mode="json") for e in self.config.evaluators],
+            "nas.objectives": [f"{o.direction}:{o.metric}" for o in self.objectives],
+        }
+
+
+def make_plan(config: SearchConfig) -> Plan:
+    """Resolve and check every part of ``config``; the first bad one raises ConfigError."""
+    space = (
+        space_from_dict(config.space, "space")
+        if isinstance(config.space, dict)
+        else get_space(config.space)
+    )
+    data = load_dataset(config.dataset.name, **config.dataset.settings)
+    space = space.for_data(data.input_shape, data.num_classes)
+    evaluators = tuple(_evaluator(i, e.name, e.settings) for i, e in enumerate(config.evaluators))
+    directions: dict[str, Any] = {}
+    for ev in evaluators:
+        directions.update(ev.directions)
+    objectives = tuple(resolve_objectives(config, directions))
+    SAMPLERS.get(config.sampler, "sampler")
+    context = EvalContext(
+        data, seed=config.eval_seed, device=_device(config.device), batch_size=config.batch_size
+    )
+    check_url(config.storage)
+    return Plan(config, space, evaluators, context, objectives)
+
+
+def _evaluator(i: int, name: str, settings: dict[str, Any]) -> Evaluator:
+    try:
+        return get_evaluator(name, **settings)
+    except ConfigError as exc:
+        raise ConfigError(f"evaluators.{i}", exc.message) from None
+
+
+def _device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "'cuda' requested but no CUDA device is available; use cpu")
+    return device

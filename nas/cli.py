@@ -1,0 +1,212 @@
+"""The ``nas`` command line (Typer + rich).
+
+Every error a user can cause is printed as one line, ``error: <field>: <what is
+allowed>``, with exit status 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from nas._errors import NasError
+from nas._render import Format, emit
+
+app = typer.Typer(
+    help="Hardware-aware neural architecture search.\n\nExample: nas search && nas pareto nas",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+StorageOpt = Annotated[
+    str, typer.Option("--storage", help="Database URL (SQLAlchemy), e.g. sqlite:///nas.db.")
+]
+FormatOpt = Annotated[
+    Format, typer.Option("--format", "-f", help="table for people, json for scripts.")
+]
+
+
+@app.command(epilog="Example: nas search examples/search.yaml --trials 100 --sampler nsga2")
+def search(
+    config: Annotated[
+        Path | None, typer.Argument(help="Search config (YAML/JSON); flags override it.")
+    ] = None,
+    space: Annotated[
+        str | None, typer.Option(help="Built-in space name or a YAML/JSON file.")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Data set name (see `nas datasets`).")] = None,
+    evaluator: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--evaluator", "-e", help="Evaluator name, repeatable (see `nas evaluators`)."
+        ),
+    ] = None,
+    objective: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--objective",
+            "-o",
+            help="[maximize:|minimize:]METRIC, repeatable; e.g. -o maximize:naswot -o bytes.",
+        ),
+    ] = None,
+    sampler: Annotated[str | None, typer.Option(help="random | tpe | nsga2.")] = None,
+    trials: Annotated[int | None, typer.Option("--trials", "-n", help="Trials to run.")] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Stop asking after this many seconds.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampler seed.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | auto.")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Database URL; default sqlite:///nas.db.")
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option(help="Study name; an existing one is continued.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Search a space for architectures that are good and cheap.
+
+    With no arguments: the built-in space cnn-small on scikit-learn's digits,
+    scored by the naswot proxy against MACs, stored in ./nas.db as study "nas".
+    """
+    import nas
+
+    cfg = nas.load_config(
+        config,
+        space=space,
+        dataset=dataset,
+        evaluators=evaluator or None,
+        objectives=objective or None,
+        sampler=sampler,
+        trials=trials,
+        timeout=timeout,
+        seed=seed,
+        device=device,
+        storage=storage,
+        study=study,
+    )
+    with _SearchProgress(cfg.trials, quiet) as progress:
+        result = nas.search(cfg, callbacks=[progress.update], on_start=progress.start)
+    s = result.summary
+    emit(result.pareto, Format.table, f"Pareto front of study {cfg.study!r}")
+    total = s.evaluations_run + s.evaluations_reused
+    err.print(
+        f"{s.complete} trials complete, {s.failed} failed in {s.seconds:.1f} s; "
+        f"evaluations: {s.evaluations_run} run, {s.evaluations_reused} of {total} reused "
+        f"from storage. Study {cfg.study!r} has {len(result.study.trials)} trials."
+    )
+
+
+class _SearchProgress:
+    """A rich progress bar: trials done, best so far, elapsed."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[best]}"),
+            TimeElapsedColumn(),
+            console=err,
+            disable=quiet,
+        )
+        self.task = self.progress.add_task("search", total=total, best="")
+        self.best: float | None = None
+        self.label = ""
+
+    def start(self, plan: Any, study: Any) -> None:
+        obj = plan.objectives[0]
+        self.label, self.sign = obj.metric, (1 if obj.direction == "maximize" else -1)
+        self.progress.update(self.task, description=f"search {study.study_name}")
+
+    def update(self, outcome: Any) -> None:
+        if outcome.values:
+            value = outcome.values[0]
+            if self.best is None or self.sign * value > self.sign * self.best:
+                self.best = value
+        best = f"best {self.label} {self.best:.4g}" if self.best is not None else ""
+        self.progress.update(self.task, advance=1, best=best)
+
+    def __enter__(self) -> _SearchProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+
+@app.command(epilog="Example: nas status nas --format json")
+def status(
+    study: Annotated[str | None, typer.Argument(help="A study; all studies when omitted.")] = None,
+    storage: StorageOpt = "sqlite:///nas.db",
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Trial counts by state, objectives and failure reasons."""
+    import nas
+
+    if study is None:
+        emit(nas.studies(storage), fmt, "Studies")
+    else:
+        emit(nas.study_status(nas.load_study(study, storage)), fmt, f"Study {study!r}")
+
+
+@app.command(epilog="Example: nas pareto nas --format json")
+def pareto(
+    study: Annotated[str, typer.Argument(help="The study to read.")],
+    storage: StorageOpt = "sqlite:///nas.db",
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """The Pareto front of a study: objectives, cost and architecture of each trial."""
+    import nas
+
+    emit(nas.pareto(nas.load_study(study, storage)), fmt, f"Pareto front of study {study!r}")
+
+
+@app.command(epilog="Example: nas spaces --format json")
+def spaces(fmt: FormatOpt = Format.table) -> None:
+    """The built-in search spaces, with a one-line description each."""
+    from nas.search_space import space_infos
+
+    rows = space_infos()
+    if fmt == Format.table:
+        rows = [{**r, "size": f"{r['size']:.2e}"} for r in rows]
+    emit(rows, fmt, "Search spaces")
+
+
+@app.command(epilog="Example: nas evaluators --format json")
+def evaluators(fmt: FormatOpt = Format.table) -> None:
+    """The registered evaluators (zero-cost proxies and baselines) and their metrics."""
+    from nas.evaluators import evaluator_infos
+
+    emit(evaluator_infos(), fmt, "Evaluators")
+
+
+@app.command(epilog="Example: nas datasets --format json")
+def datasets(fmt: FormatOpt = Format.table) -> None:
+    """The registered data sets with their sizes and shapes."""
+    from nas.evaluators import dataset_infos
+
+    emit(dataset_infos(), fmt, "Data sets")
+
+
+def main() -> None:
+    """Console entry point: user errors become one line and exit status 2."""
+    try:
+        app()
+    except NasError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; finished trials are stored")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Where evaluations run. The default: in this process, one at a time."""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from nas._errors import EvaluationError
+
+if TYPE_CHECKING:
+    from nas.evaluators import EvalContext, Evaluator
+    from nas.search_space import Architecture
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What one evaluation gave: metrics, or the one-line reason it failed."""
+
+    metrics: dict[str, float] | None
+    seconds: float
+    error: str | None = None
+
+
+class Worker(abc.ABC):
+    """Runs evaluations somewhere and hands back results or failures.
+
+    A candidate's own failure (an exception it raises) comes back as an
+    :class:`EvalResult` with ``error`` set, never as an exception, so the search
+    goes on. ``KeyboardInterrupt`` and ``SystemExit`` propagate.
+    """
+
+    @abc.abstractmethod
+    def evaluate(self, arch: Architecture, evaluator: Evaluator, ctx: EvalContext) -> EvalResult:
+        """Run ``evaluator`` on ``arch``."""
+
+    def close(self) -> None:  # noqa: B027 (an optional hook, a concrete no-op)
+        """Release what the worker holds."""
+
+
+class LocalWorker(Worker):
+    """Evaluates in the calling process; never starts Ray."""
+
+    def evaluate(self, arch: Architecture, evaluator: Evaluator, ctx: EvalContext) -> EvalResult:
+        start = time.perf_counter()
+        try:
+            metrics = evaluator(arch, ctx)
+        except Exception as exc:  # the candidate's failure, reported, not raised
+            return EvalResult(None, time.perf_counter() - start, failure_reason(exc))
+        return EvalResult(metrics, time.perf_counter() - start)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line: the message of an :class:`EvaluationError`, else ``Type: message``."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, EvaluationError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

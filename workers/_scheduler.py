@@ -1,0 +1,166 @@
+"""The driver: asks Optuna for trials, evaluates (or reuses), tells.
+
+The driver owns the study and is its only writer. Before an evaluation runs,
+``(arch_id, evaluator, fingerprint)`` is looked up in storage: a network already
+evaluated with the same settings is never evaluated again, in any study.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+
+from nas.workers._local import EvalResult, LocalWorker, Worker
+
+if TYPE_CHECKING:
+    from nas._config import Objective
+    from nas.evaluators import EvalContext, Evaluator
+    from nas.search_space import Architecture, SearchSpace
+    from nas.storage import Store
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """One finished trial, as the progress display and the summary see it."""
+
+    number: int
+    arch: Architecture
+    state: TrialState
+    values: tuple[float, ...] | None
+    metrics: dict[str, float]
+    evaluated: int
+    reused: int
+    error: str | None = None
+
+
+@dataclass
+class SearchSummary:
+    """What a run of the scheduler did."""
+
+    study_name: str
+    complete: int = 0
+    failed: int = 0
+    evaluations_run: int = 0
+    evaluations_reused: int = 0
+    seconds: float = 0.0
+    outcomes: list[TrialOutcome] = field(default_factory=list)
+
+    def add(self, outcome: TrialOutcome) -> None:
+        self.outcomes.append(outcome)
+        self.complete += outcome.state == TrialState.COMPLETE
+        self.failed += outcome.state == TrialState.FAIL
+        self.evaluations_run += outcome.evaluated
+        self.evaluations_reused += outcome.reused
+
+
+class Scheduler:
+    """Runs the ask -> sample -> evaluate/reuse -> tell loop over one study."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        space: SearchSpace,
+        evaluators: Sequence[Evaluator],
+        context: EvalContext,
+        objectives: Sequence[Objective],
+        store: Store,
+        worker: Worker | None = None,
+    ) -> None:
+        self.study = study
+        self.space = space
+        self.evaluators = tuple(evaluators)
+        self.context = context
+        self.objectives = tuple(objectives)
+        self.store = store
+        self.worker = worker or LocalWorker()
+        self._fingerprints = {ev.name: ev.fingerprint(context) for ev in self.evaluators}
+
+    def run(
+        self,
+        n_trials: int,
+        timeout: float | None = None,
+        callbacks: Sequence[Callable[[TrialOutcome], None]] = (),
+    ) -> SearchSummary:
+        """Run ``n_trials`` trials, or fewer if ``timeout`` seconds pass first."""
+        summary = SearchSummary(self.study.study_name)
+        start = time.perf_counter()
+        for _ in range(n_trials):
+            if timeout is not None and time.perf_counter() - start >= timeout:
+                break
+            outcome = self.step()
+            summary.add(outcome)
+            for callback in callbacks:
+                callback(outcome)
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+    def step(self) -> TrialOutcome:
+        """Ask one trial, evaluate it (reusing stored results) and tell Optuna."""
+        trial = self.study.ask()
+        try:
+            return self._evaluate_and_tell(trial)
+        except BaseException:
+            trial.set_user_attr("error", "interrupted")
+            self.study.tell(trial, state=TrialState.FAIL)
+            raise
+
+    def _evaluate_and_tell(self, trial: optuna.Trial) -> TrialOutcome:
+        arch = self.space.sample(trial)
+        cost = arch.cost()
+        self.store.put_architecture(arch.arch_id, self.space.name, arch.to_json(), **cost.as_dict())
+        trial.set_user_attr("arch_id", arch.arch_id)
+        trial.set_user_attr("arch", arch.summary())
+        metrics: dict[str, float] = {k: float(v) for k, v in cost.as_dict().items()}
+        evaluated = reused = 0
+        error = None
+        for ev in self.evaluators:
+            result, was_reused = self._result(arch, ev)
+            reused += was_reused
+            evaluated += not was_reused
+            if result.metrics is None:
+                error = result.error or f"{ev.name}: failed"
+                break
+            metrics.update(result.metrics)
+        for key, value in metrics.items():
+            trial.set_user_attr(key, _jsonable(value))
+        values = None if error else self._values(metrics)
+        if isinstance(values, str):
+            error, values = values, None
+        if error is not None:
+            trial.set_user_attr("error", error)
+            self.study.tell(trial, state=TrialState.FAIL)
+            state = TrialState.FAIL
+        else:
+            self.study.tell(trial, list(values or ()))
+            state = TrialState.COMPLETE
+        return TrialOutcome(trial.number, arch, state, values, metrics, evaluated, reused, error)
+
+    def _result(self, arch: Architecture, ev: Evaluator) -> tuple[EvalResult, bool]:
+        """The evaluator's result, stored or fresh (then stored), and whether it was reused."""
+        fingerprint = self._fingerprints[ev.name]
+        stored = self.store.get_evaluation(arch.arch_id, ev.name, fingerprint)
+        if stored is not None:
+            return EvalResult(dict(stored.metrics), stored.seconds), True
+        result = self.worker.evaluate(arch, ev, self.context)
+        self.store.put_evaluation(
+            arch.arch_id, ev.name, fingerprint, result.metrics or {}, result.seconds, result.error
+        )
+        return result, False
+
+    def _values(self, metrics: dict[str, float]) -> tuple[float, ...] | str:
+        values = tuple(metrics[o.metric] for o in self.objectives)
+        for objective, value in zip(self.objectives, values, strict=True):
+            if math.isnan(value):
+                return f"objective {objective.metric} is NaN"
+        return values
+
+
+def _jsonable(value: float) -> Any:
+    """Finite floats as they are; inf/-inf/NaN as strings (the dashboard's JSON has no inf)."""
+    return value if math.isfinite(value) else str(value)
