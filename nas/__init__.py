@@ -2,7 +2,7 @@
 
 Example:
     >>> import nas
-    >>> result = nas.search({"trials": 3, "storage": "sqlite:///:memory:"})
+    >>> result = nas.search({"trials": 3, "storage": "sqlite:///example.db"})
     >>> len(nas.pareto(result.study)) >= 1
     True
 """

@@ -46,7 +46,7 @@ def search(
 
     Example:
         >>> import nas
-        >>> result = nas.search({"trials": 3, "storage": "sqlite:///:memory:"})
+        >>> result = nas.search({"trials": 3, "storage": "sqlite:///example.db"})
         >>> result.summary.complete
         3
     """
@@ -128,7 +128,7 @@ def load_study(study: str, storage: str = "sqlite:///nas.db") -> optuna.Study:
 
     Example:
         >>> import nas
-        >>> _ = nas.search({"trials": 2, "storage": "sqlite:///:memory:", "study": "s"})
+        >>> _ = nas.search({"trials": 2, "storage": "sqlite:///example.db", "study": "s"})
     """
     with Store(storage, create=False) as store:
         try:

@@ -40,6 +40,10 @@ class Registry(Generic[T]):
         self._items[name] = obj
         return obj
 
+    def unregister(self, name: str) -> T:
+        """Remove and return the object registered as ``name`` (plug-ins and tests)."""
+        return self._items.pop(name)
+
     def decorator(self, name: str) -> Callable[[T], T]:
         """``@registry.decorator("name")`` registers the decorated object."""
 

@@ -120,11 +120,15 @@ class _SearchProgress:
         self.task = self.progress.add_task("search", total=total, best="")
         self.best: float | None = None
         self.label = ""
+        self.started = False
 
     def start(self, plan: Any, study: Any) -> None:
+        """Called once everything is checked: only now does the bar appear."""
         obj = plan.objectives[0]
         self.label, self.sign = obj.metric, (1 if obj.direction == "maximize" else -1)
         self.progress.update(self.task, description=f"search {study.study_name}")
+        self.progress.start()
+        self.started = True
 
     def update(self, outcome: Any) -> None:
         if outcome.values:
@@ -135,11 +139,11 @@ class _SearchProgress:
         self.progress.update(self.task, advance=1, best=best)
 
     def __enter__(self) -> _SearchProgress:
-        self.progress.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+        if self.started:
+            self.progress.stop()
 
 
 @app.command(epilog="Example: nas status nas --format json")

@@ -1,0 +1,173 @@
+"""The evaluator contract, the context an evaluation runs in, and the registry.
+
+Proxies, training and latency measurement are all :class:`Evaluator` subclasses,
+registered by name in :data:`EVALUATORS` and listed by ``nas evaluators``.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+import torch
+from pydantic import BaseModel
+
+from nas._errors import ConfigError, EvaluationError
+from nas._registry import Registry
+from nas.evaluators._datasets import Dataset
+from nas.evaluators._settings import NoSettings, sha256_json, validate_settings
+
+if TYPE_CHECKING:
+    from nas.search_space._architecture import Architecture
+
+Direction = Literal["maximize", "minimize"]
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    """Where and on what an evaluation runs: the data, the seed, the device, the batch size."""
+
+    dataset: Dataset
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError("batch_size", f"must be >= 1, but got {self.batch_size}")
+
+    def batch(
+        self, n: int | None = None, shape: Sequence[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` train samples (default ``batch_size``, at most all) chosen by ``seed``.
+
+        ``shape`` reshapes each sample (e.g. ``arch.input_shape``); its element
+        count must match the data's, else :class:`ConfigError`.
+        """
+        x, y = self.dataset.x_train, self.dataset.y_train
+        gen = torch.Generator().manual_seed(self.seed)
+        index = torch.randperm(len(y), generator=gen)[: self.batch_size if n is None else n]
+        xb = x[index]
+        if shape is not None:
+            xb = xb.reshape(len(index), *_check_numel(tuple(shape), self.dataset.input_shape))
+        return xb.to(self.device), y[index].to(self.device)
+
+
+def _check_numel(shape: tuple[int, ...], data_shape: tuple[int, ...]) -> tuple[int, ...]:
+    if math.prod(shape) != math.prod(data_shape):
+        raise ConfigError(
+            "input_shape",
+            f"the architecture's input {shape} must hold as many values as the data's "
+            f"{data_shape}, but got {math.prod(shape)} != {math.prod(data_shape)}",
+        )
+    return shape
+
+
+class Evaluator(abc.ABC):
+    """What a candidate is worth: a pure function of (arch, settings, data, seed).
+
+    Contract:
+      * The result depends only on the architecture, :meth:`settings`, the
+        context's data set and seed (and, for evaluators with ``uses_batch``,
+        its batch size); running it twice gives the same numbers on the same
+        device. An evaluator knows nothing of Optuna or SQL and keeps no state
+        between calls, but it may reseed torch's global RNG (the proxies do), so
+        run concurrent evaluations in separate processes, not threads.
+      * :meth:`__call__` returns exactly the keys in ``metrics``, each a float;
+        ``directions`` says which way each one is better.
+      * A candidate that cannot be scored raises :class:`EvaluationError` with a
+        one-line reason (a NaN result is one); a bad setting raises
+        :class:`ConfigError` at construction.
+
+    Subclasses set the class attributes, optionally a pydantic ``Settings``
+    model, and implement :meth:`_evaluate`.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    description: ClassVar[str]
+    metrics: ClassVar[tuple[str, ...]]
+    directions: ClassVar[dict[str, Direction]]
+    uses_batch: ClassVar[bool] = False
+    Settings: ClassVar[type[BaseModel]] = NoSettings
+
+    def __init__(self, **settings: Any) -> None:
+        self._settings = validate_settings(self.Settings, settings, f"evaluator {self.name!r}")
+
+    def settings(self) -> dict[str, Any]:
+        """The settings, defaults included, as JSON-able values."""
+        return self._settings.model_dump(mode="json")
+
+    def fingerprint(self, ctx: EvalContext) -> str:
+        """SHA-256 hex of what the result depends on; equal fingerprints mean equal results."""
+        payload: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "settings": self.settings(),
+            "dataset": ctx.dataset.fingerprint,
+            "seed": ctx.seed,
+        }
+        if self.uses_batch:  # the batch, hence the score, changes with its size
+            payload["batch_size"] = ctx.batch_size
+        return sha256_json(payload)
+
+    def __call__(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+        """Score ``arch``; raises :class:`EvaluationError` on a NaN or a missing metric."""
+        with torch.enable_grad():  # gradient proxies must work under a caller's no_grad
+            scores = self._evaluate(arch, ctx)
+        result = {key: float(value) for key, value in scores.items()}
+        if set(result) != set(self.metrics):
+            raise EvaluationError(
+                f"{self.name}: returned metrics {sorted(result)}, expected {list(self.metrics)}"
+            )
+        for key, value in result.items():
+            if math.isnan(value):
+                raise EvaluationError(f"{key}: score is NaN")
+        return result
+
+    @abc.abstractmethod
+    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+        """The scores of ``arch``, keyed by the names in ``metrics``."""
+
+
+EVALUATORS: Registry[type[Evaluator]] = Registry("evaluator")
+E = TypeVar("E", bound=type[Evaluator])
+
+
+def register_evaluator(cls: E) -> E:
+    """Class decorator registering ``cls`` under ``cls.name``, after checking its metrics."""
+    missing = [m for m in cls.metrics if cls.directions.get(m) not in ("maximize", "minimize")]
+    if missing or set(cls.directions) != set(cls.metrics):
+        raise ValueError(
+            f"evaluator {cls.name!r}: every metric needs a direction 'maximize' or 'minimize', "
+            f"but got metrics={cls.metrics} directions={cls.directions}"
+        )
+    EVALUATORS.register(cls.name, cls)
+    return cls
+
+
+def get_evaluator(name: str, **settings: Any) -> Evaluator:
+    """An instance of the evaluator registered as ``name``.
+
+    Example:
+        >>> from nas.evaluators import get_evaluator
+        >>> get_evaluator("synflow").metrics
+        ('synflow',)
+    """
+    return EVALUATORS.get(name, field="evaluator")(**settings)
+
+
+def evaluator_infos() -> list[dict[str, Any]]:
+    """Name, description, metrics and their directions of every registered evaluator."""
+    return [
+        {
+            "name": name,
+            "description": cls.description,
+            "metrics": cls.metrics,
+            "directions": dict(cls.directions),
+        }
+        for name, cls in EVALUATORS.items()
+    ]

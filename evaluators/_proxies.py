@@ -1,0 +1,190 @@
+"""Zero-cost proxies: scores of an untrained network that rank candidates before training.
+
+Each proxy builds a fresh model under ``torch.manual_seed(ctx.seed)``, so the
+same (arch, seed) gives the same number. Per-layer bit-widths enter through the
+built model itself: its weighted layers fake-quantize their weight and input in
+``forward``, so every forward value and every straight-through gradient below is
+that of the quantized network. "Weighted layers" are the ``nn.Conv1d/2d/3d`` and
+``nn.Linear`` modules (the builder's quantized layers subclass them); their
+``.weight`` is the float master weight.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas._errors import ConfigError, EvaluationError
+from nas.evaluators._base import Direction, EvalContext, Evaluator, register_evaluator
+
+if TYPE_CHECKING:
+    from nas.search_space._architecture import Architecture
+
+_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+@register_evaluator
+class SynFlow(Evaluator):
+    """SynFlow (Tanaka et al., 2020, "Pruning neural networks without any data by
+    iteratively conserving synaptic flow"), data-free, as ranked by Abdelfattah et al. 2021.
+
+    The model is cast to float64, put in eval mode (BatchNorm uses its fresh
+    running stats, so it is an identity up to the affine part), and every
+    parameter is replaced by its absolute value. With an all-ones input of batch
+    1, ``R = sum(f(1))`` and ``score = sum over weighted layers of sum(w * dR/dw)``.
+    The metric ``synflow`` is ``log(score)`` because the score spans hundreds of
+    orders of magnitude; ``-inf`` when the score is 0. The weights and inputs
+    are fake-quantized at each layer's bits in the forward pass, and dR/dw is
+    the straight-through gradient through that quantizer. Torch's
+    ``fake_quantize_per_{tensor,channel}_affine`` accept float64 input as long as
+    the scale stays float32, which the builder ensures (``.float()`` on it).
+    """
+
+    name = "synflow"
+    description = "log SynFlow score (Tanaka et al. 2020): data-free, |weights|, all-ones input"
+    metrics = ("synflow",)
+    directions: ClassVar[dict[str, Direction]] = {"synflow": "maximize"}
+
+    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+        model = _fresh_model(arch, ctx).double().eval()
+        with torch.no_grad():
+            for param in model.parameters():
+                param.abs_()
+        x = torch.ones((1, *arch.input_shape), dtype=torch.float64, device=ctx.device)
+        weights = _weights(model, self.name)
+        grads = _grads(model(x).sum(), weights)
+        score = sum(float((w.detach() * g).sum()) for w, g in zip(weights, grads, strict=True))
+        if score < 0:
+            raise EvaluationError(f"synflow: score is negative ({score:.3g})")
+        return {"synflow": math.log(score) if score > 0 else -math.inf}
+
+
+@register_evaluator
+class NASWOT(Evaluator):
+    """NASWOT (Mellor et al., 2021, "Neural architecture search without training").
+
+    Forward hooks on every ``nn.ReLU`` record the binary code ``x > 0`` of each
+    sample, flattened and concatenated over the layers into ``C`` (batch x
+    units). With ``K = C C^T + (1 - C)(1 - C)^T`` (units on which two samples
+    agree), the metric ``naswot`` is ``log|det K|`` (``slogdet``, in float64);
+    ``-inf`` when K is singular, e.g. when two samples share a code. The batch is
+    ``ctx.batch_size`` train samples chosen by the seed; the model runs in train
+    mode (batch statistics), without gradients. Bits enter through the
+    fake-quantized forward pass that decides each unit's sign.
+    """
+
+    name = "naswot"
+    description = "log|det K| of ReLU codes over a batch (Mellor et al. 2021)"
+    metrics = ("naswot",)
+    directions: ClassVar[dict[str, Direction]] = {"naswot": "maximize"}
+    uses_batch = True
+
+    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+        model = _fresh_model(arch, ctx).train()
+        x, _ = ctx.batch(shape=arch.input_shape)
+        codes = _relu_codes(model, x).double()
+        kernel = codes @ codes.T + (1 - codes) @ (1 - codes).T
+        return {"naswot": float(torch.linalg.slogdet(kernel).logabsdet)}
+
+
+@register_evaluator
+class GradNorm(Evaluator):
+    """Grad-norm (Abdelfattah et al., 2021, "Zero-cost proxies for lightweight NAS").
+
+    Cross-entropy ``L`` on ``ctx.batch_size`` train samples, model in train
+    mode; the metric ``grad_norm`` is ``sum over weighted layers of ||dL/dw||_2``
+    (one Frobenius norm per layer). The gradients are the straight-through
+    gradients of the fake-quantized network, so the bits enter through the
+    quantized forward values and the quantizers' clipping masks.
+    """
+
+    name = "grad_norm"
+    description = "sum of per-layer ||dL/dw|| on one batch (Abdelfattah et al. 2021)"
+    metrics = ("grad_norm",)
+    directions: ClassVar[dict[str, Direction]] = {"grad_norm": "maximize"}
+    uses_batch = True
+
+    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+        _, grads = _loss_grads(arch, ctx, self.name)
+        return {"grad_norm": sum(float(g.norm()) for g in grads)}
+
+
+@register_evaluator
+class SNIP(Evaluator):
+    """SNIP saliency (Lee et al., 2019, "SNIP: single-shot network pruning based on
+    connection sensitivity"), summed over the network as in Abdelfattah et al. 2021.
+
+    Cross-entropy ``L`` on ``ctx.batch_size`` train samples, model in train
+    mode; the metric ``snip`` is ``sum over weighted layers of sum |w * dL/dw|``.
+    ``w`` is the float master weight and ``dL/dw`` the straight-through gradient
+    of the fake-quantized network, which is how the bits enter.
+    """
+
+    name = "snip"
+    description = "sum of |w * dL/dw| on one batch (Lee et al. 2019)"
+    metrics = ("snip",)
+    directions: ClassVar[dict[str, Direction]] = {"snip": "maximize"}
+    uses_batch = True
+
+    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+        weights, grads = _loss_grads(arch, ctx, self.name)
+        pairs = zip(weights, grads, strict=True)
+        return {"snip": sum(float((w.detach() * g).abs().sum()) for w, g in pairs)}
+
+
+def _fresh_model(arch: Architecture, ctx: EvalContext) -> nn.Module:
+    torch.manual_seed(ctx.seed)
+    return arch.build().to(ctx.device)
+
+
+def _weights(model: nn.Module, proxy: str) -> list[torch.Tensor]:
+    weights = [m.weight for m in model.modules() if isinstance(m, _WEIGHTED)]
+    if not weights:
+        raise EvaluationError(f"{proxy}: the model has no Conv or Linear layer to score")
+    return weights
+
+
+def _grads(output: torch.Tensor, weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """d output / d each weight; a weight the output does not use gets zeros."""
+    grads = torch.autograd.grad(output, list(weights), allow_unused=True)
+    return [torch.zeros_like(w) if g is None else g for w, g in zip(weights, grads, strict=True)]
+
+
+def _loss_grads(
+    arch: Architecture, ctx: EvalContext, proxy: str
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Weights and cross-entropy gradients of a fresh train-mode model on one batch."""
+    if arch.num_classes < ctx.dataset.num_classes:
+        raise ConfigError(
+            "num_classes",
+            f"the architecture's {arch.num_classes} outputs must cover the data's "
+            f"{ctx.dataset.num_classes} classes",
+        )
+    model = _fresh_model(arch, ctx).train()
+    x, y = ctx.batch(shape=arch.input_shape)
+    weights = _weights(model, proxy)
+    return weights, _grads(F.cross_entropy(model(x), y), weights)
+
+
+def _relu_codes(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Binary codes (batch x units) of every nn.ReLU's output sign, layers concatenated."""
+    codes: list[torch.Tensor] = []
+
+    def record(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        codes.append((output > 0).flatten(1))
+
+    handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, nn.ReLU)]
+    if not handles:
+        raise EvaluationError("naswot: the model has no nn.ReLU to take codes from")
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.cat(codes, dim=1)

@@ -1,0 +1,113 @@
+"""The tables nas keeps next to Optuna's, in the same database.
+
+They hang off their own :class:`Base` (and so their own ``MetaData``): creating
+them never touches Optuna's tables, and Optuna's ``create_all`` never touches
+ours. Names do not collide with Optuna's (``studies``, ``trials``, ...).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Lengths are part of the contract: the store rejects longer values up front so
+# SQLite (which ignores VARCHAR lengths) and PostgreSQL behave alike.
+ARCH_ID_LENGTH = 32
+FINGERPRINT_LENGTH = 64
+NAME_LENGTH = 255
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware.
+
+    SQLite has no time zones: it gets the naive UTC value and the zone is put
+    back on read, so both backends hand out equal, aware datetimes.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"timestamps must be timezone-aware, but got {value!r}")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)  # type: ignore[no-any-return]
+        return value.astimezone(timezone.utc)  # type: ignore[no-any-return]
+
+
+class Base(DeclarativeBase):
+    """Declarative base of nas's own tables (not Optuna's)."""
+
+
+class ArchitectureRow(Base):
+    """One network, keyed by its stable hash, with its analytic cost."""
+
+    __tablename__ = "architectures"
+
+    arch_id: Mapped[str] = mapped_column(String(ARCH_ID_LENGTH), primary_key=True)
+    space: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    canonical_json: Mapped[str] = mapped_column(Text)
+    params: Mapped[int] = mapped_column(BigInteger)
+    macs: Mapped[int] = mapped_column(BigInteger)
+    bitops: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    peak_activation_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class EvaluationRow(Base):
+    """One run of one evaluator on one architecture; ``error`` NULL means success."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (
+        Index("ix_nas_evaluations_key", "arch_id", "evaluator", "fingerprint"),
+        # At most one success per key; failures may repeat.
+        Index(
+            "uq_nas_evaluations_success",
+            "arch_id",
+            "evaluator",
+            "fingerprint",
+            unique=True,
+            sqlite_where=text("error IS NULL"),
+            postgresql_where=text("error IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    arch_id: Mapped[str] = mapped_column(
+        String(ARCH_ID_LENGTH), ForeignKey("architectures.arch_id")
+    )
+    evaluator: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    fingerprint: Mapped[str] = mapped_column(String(FINGERPRINT_LENGTH))
+    metrics: Mapped[str] = mapped_column(Text)  # JSON, see _records.encode_metrics
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
