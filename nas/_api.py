@@ -107,7 +107,9 @@ def _existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
     return len(storage.get_all_trials(study_id, deepcopy=False))
 
 
-def _check_same_search(study: optuna.Study, attrs: dict[str, Any], directions: list[str]) -> None:
+def _check_same_search(
+    study: optuna.Study, attrs: dict[str, Any], directions: Sequence[str]
+) -> None:
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError(
             "study", f"study {study.study_name!r} has other objectives; choose another --study"

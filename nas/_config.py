@@ -79,7 +79,7 @@ class SearchConfig(BaseModel):
         ObjectiveConfig(metric="macs", direction="minimize"),
     )
     sampler: str = "tpe"
-    trials: int = Field(default=50, ge=1)
+    trials: int = Field(default=100, ge=1)
     timeout: float | None = Field(default=None, gt=0)
     seed: int = 0
     eval_seed: int = 0

@@ -127,6 +127,8 @@ class _SearchProgress:
         obj = plan.objectives[0]
         self.label, self.sign = obj.metric, (1 if obj.direction == "maximize" else -1)
         self.progress.update(self.task, description=f"search {study.study_name}")
+        if study.trials:
+            err.print(f"continuing study {study.study_name!r}: {len(study.trials)} trials so far")
         self.progress.start()
         self.started = True
 
