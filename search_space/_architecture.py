@@ -14,7 +14,9 @@ import json
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from nas.search_space._layers import accepts_rank, layer_type
 
 if TYPE_CHECKING:
     import torch.nn
@@ -40,6 +42,13 @@ class LayerSpec(BaseModel):
     expansion: int = Field(default=1, ge=1)
     wbits: int = 32
     abits: int = 32
+
+    @field_validator("wbits", "abits")
+    @classmethod
+    def _allowed_bits(cls, bits: int) -> int:
+        if bits not in ALLOWED_BITS:
+            raise ValueError(f"bits must be one of {list(ALLOWED_BITS)}, got {bits}")
+        return bits
 
     def summary(self) -> str:
         """A short human form, e.g. ``mbconv3x3(e6)x32/s2@w4a8``."""
@@ -78,6 +87,18 @@ class Architecture(BaseModel):
     head_wbits: int = 32
     head_abits: int = 32
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Architecture:
+        """Every layer is a known type for this input, and widths chain through it."""
+        for bits in (self.head_wbits, self.head_abits):
+            LayerSpec._allowed_bits(bits)
+        rank = len(self.input_shape)
+        channels = self.input_shape[0]
+        for layer in ((self.stem,) if self.stem else ()) + self.layers:
+            _check_layer(layer, rank, channels)
+            channels = layer.width
+        return self
+
     @property
     def layers(self) -> tuple[LayerSpec, ...]:
         """Every searched layer in order, the stages flattened (the stem excluded)."""
@@ -113,6 +134,24 @@ class Architecture(BaseModel):
         from nas.search_space._cost import compute_cost
 
         return compute_cost(self)
+
+
+def _check_layer(layer: LayerSpec, rank: int, channels: int) -> None:
+    lt = layer_type(layer.type)
+    if not accepts_rank(lt, rank):
+        raise ValueError(f"layer type {layer.type!r} does not take input of rank {rank}")
+    if not lt.uses_expansion and layer.expansion != 1:
+        raise ValueError(f"{layer.type}: expansion must be 1, got {layer.expansion}")
+    if lt.has_weights:
+        return
+    if layer.width != channels:
+        raise ValueError(
+            f"{layer.type}: width must equal its input's {channels}, got {layer.width}"
+        )
+    if (layer.wbits, layer.abits) != (32, 32):
+        raise ValueError(f"{layer.type}: a parameter-free layer has wbits = abits = 32")
+    if not lt.can_downsample and layer.stride != 1:
+        raise ValueError(f"{layer.type}: stride must be 1, got {layer.stride}")
 
 
 def _canonical(obj: Any) -> str:

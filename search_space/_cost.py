@@ -8,12 +8,15 @@ Conventions (tests hold the builder to them):
   BatchNorm, ReLU and additions are not counted.
 - ``bitops``: sum over weighted layers of MACs x weight bits x activation bits.
 - ``bytes``: the stored model: each conv/linear weight at its weight bits,
-  BatchNorm and biases as float32, plus one float32 scale per output channel of
-  every quantized weight and one float32 scale per quantized activation.
+  BatchNorm's affine parameters and biases as float32, plus one float32 scale per
+  output channel of every quantized weight and one float32 scale per quantized
+  activation. BatchNorm's running statistics are not counted: a deployed model
+  folds them into the preceding convolution.
 - ``peak_activation_bytes``: at batch 1, the largest sum of the tensors alive
   at once: a layer's input and output (and, inside a block, consecutive
-  intermediate tensors), each stored at the bits of the layer that reads it
-  (32 for float and for the logits).
+  intermediate tensors plus the input kept for a residual skip), each stored at
+  the bits of the weighted layer that reads it next (32 for float and for the
+  logits; a pooling layer passes its input's bits through).
 """
 
 from __future__ import annotations
@@ -119,8 +122,9 @@ def _layer(t: _Tally, spec: LayerSpec, shape: tuple[int, ...], out_bits: int) ->
         t.weights(e * k2, hw * e * k2, spec, e)
         t.weights(e * spec.width, hw * e * spec.width, spec, spec.width)
         t.float_params(2 * e + 2 * spec.width)
-        t.alive(_act_bytes(c * hw_in, a), _act_bytes(e * hw_in, a), _act_bytes(e * hw, a))
-        t.alive(_act_bytes(c * hw_in, a), _act_bytes(e * hw, a), _act_bytes(spec.width * hw, 32))
+        skip = _act_bytes(c * hw_in, a) if spec.stride == 1 and c == spec.width else 0.0
+        t.alive(skip, _act_bytes(e * hw_in, a), _act_bytes(e * hw, a))
+        t.alive(skip, _act_bytes(e * hw, a), _act_bytes(spec.width * hw, out_bits))
     return (spec.width, h, w)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from nas._errors import ConfigError
+from nas._errors import ConfigError, UnknownNameError
 from nas._registry import Registry
 from nas.search_space._space import SearchSpace
 
@@ -28,6 +28,14 @@ def pydantic_error(exc: ValidationError, prefix: str = "") -> ConfigError:
     """The first error of ``exc`` as a one-line :class:`ConfigError` with its field path."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in (*((prefix,) if prefix else ()), *err["loc"]))
+    original = err.get("ctx", {}).get("error")
+    if isinstance(original, ConfigError):
+        # A cross-field check raised it inside a validator; pydantic wrapped it, so
+        # recover its own field (under ``loc``) instead of reporting the whole model.
+        field = ".".join(p for p in (loc, original.field) if p)
+        if isinstance(original, UnknownNameError):
+            return UnknownNameError(original.kind, original.name, original.known, field)
+        return ConfigError(field, original.message)
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         message = "unknown field"

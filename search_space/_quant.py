@@ -4,7 +4,8 @@ Weights: symmetric, per output channel, scale = max|w| / (2^(b-1) - 1).
 Activations: per tensor; unsigned ``[0, 2^b - 1]`` where the builder knows the
 input is non-negative (after a ReLU), symmetric signed otherwise. The range is
 calibrated, not learned: in training mode an exponential moving average of the
-batch's max |x| (momentum 0.1, the first batch sets it), frozen in eval mode.
+batch's max |x| (momentum 0.1, the first batch sets it), frozen in eval mode once
+calibrated (a quantizer that has seen no data calibrates on its first batch).
 32 bits means float: no quantization at all.
 
 Torch's functional ``fake_quantize_per_*_affine`` ops are used because they carry

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from nas._errors import ConfigError, UnknownNameError
 from nas.search_space._architecture import ALLOWED_BITS, Architecture, LayerSpec
@@ -59,13 +59,18 @@ class SearchSpace(BaseModel):
     def _check_spatial(self) -> None:
         if len(self.input.shape) != 3:
             return
-        total = self.stem.stride if self.stem else 1
-        for i, stage in enumerate(self.stages):
-            total *= stage.stride
+        # Every stage's stride always applies (its first layer must downsample), so the
+        # total stride is fixed: each stride-s layer divides the size by s, and below one
+        # pixel the later layers would see nothing but padding.
+        strides = [("stem.stride", self.stem.stride if self.stem else 1)]
+        strides += [(f"stages.{i}.stride", stage.stride) for i, stage in enumerate(self.stages)]
+        total = 1
+        for field, stride in strides:
+            total *= stride
             size = min(self.input.shape[1:]) / total
             if size < 1:
                 raise ConfigError(
-                    f"stages.{i}.stride",
+                    field,
                     f"total stride {total} collapses the {self.input.shape[1]}x"
                     f"{self.input.shape[2]} input to {size:g} (must stay >= 1)",
                 )
@@ -119,7 +124,12 @@ class SearchSpace(BaseModel):
             )
         data = self.model_dump()
         data["input"] = {"shape": shape, "num_classes": num_classes}
-        return type(self).model_validate(data)
+        from nas.search_space._load import pydantic_error  # _load imports this module
+
+        try:
+            return type(self).model_validate(data)
+        except ValidationError as exc:
+            raise pydantic_error(exc) from None
 
     def _architecture(self, stages: tuple[tuple[LayerSpec, ...], ...]) -> Architecture:
         return Architecture(
