@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from nas.workers._local import EvalResult, LocalWorker, Worker
+from nas.workers._local import EvalResult, LocalWorker, Worker, failure_reason
 
 if TYPE_CHECKING:
     from nas._config import Objective
@@ -105,8 +105,9 @@ class Scheduler:
         trial = self.study.ask()
         try:
             return self._evaluate_and_tell(trial)
-        except BaseException:
-            trial.set_user_attr("error", "interrupted")
+        except BaseException as exc:  # never leave the asked trial RUNNING
+            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else failure_reason(exc)
+            trial.set_user_attr("error", reason)
             self.study.tell(trial, state=TrialState.FAIL)
             raise
 

@@ -149,3 +149,17 @@ def test_single_objective_search(db_url: str) -> None:
     result = _search(db_url, objectives=["synflow"], evaluators=["synflow"])
     assert result.study.direction == optuna.study.StudyDirection.MAXIMIZE
     assert len(nas.pareto(result.study)) == 1
+
+
+def test_an_error_outside_the_candidate_fails_the_trial_and_propagates(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Store, "put_architecture", broken)
+    with pytest.raises(OSError, match="disk full"):
+        _search(db_url, trials=3)
+    [trial] = nas.load_study("nas", db_url).trials
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["error"] == "OSError: disk full"
