@@ -97,11 +97,12 @@ def _layer(t: _Tally, spec: LayerSpec, shape: tuple[int, ...], out_bits: int) ->
     if not lt.has_weights:
         if lt.family == "identity":
             return shape
-        h, w = (_spatial(d, lt.kernel, spec.stride) for d in shape[1:])
-        t.alive(_act_bytes(math.prod(shape), out_bits), _act_bytes(c * h * w, out_bits))
-        return (c, h, w)
-    h, w = (_spatial(d, lt.kernel, spec.stride) for d in shape[1:])
-    hw_in, hw, k2 = shape[1] * shape[2], h * w, lt.kernel**2
+        dims = tuple(_spatial(d, lt.kernel, spec.stride) for d in shape[1:])
+        t.alive(_act_bytes(math.prod(shape), out_bits), _act_bytes(c * math.prod(dims), out_bits))
+        return (c, *dims)
+    # hw: spatial positions (H*W for images, L for sequences); k2: kernel taps per channel.
+    dims = tuple(_spatial(d, lt.kernel, spec.stride) for d in shape[1:])
+    hw_in, hw, k2 = math.prod(shape[1:]), math.prod(dims), lt.kernel ** len(dims)
     a = spec.abits
     if lt.family == "conv":
         t.weights(c * spec.width * k2, hw * c * spec.width * k2, spec, spec.width)
@@ -125,7 +126,7 @@ def _layer(t: _Tally, spec: LayerSpec, shape: tuple[int, ...], out_bits: int) ->
         skip = _act_bytes(c * hw_in, a) if spec.stride == 1 and c == spec.width else 0.0
         t.alive(skip, _act_bytes(e * hw_in, a), _act_bytes(e * hw, a))
         t.alive(skip, _act_bytes(e * hw, a), _act_bytes(spec.width * hw, out_bits))
-    return (spec.width, h, w)
+    return (spec.width, *dims)
 
 
 def compute_cost(arch: Architecture) -> Cost:

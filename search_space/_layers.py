@@ -22,8 +22,10 @@ class LayerType:
     Attributes:
         name: the registered name (``conv3x3``).
         family: how it is built and costed.
-        kernel: spatial kernel size, 0 for layers without one.
-        input_rank: 3 for image input (C, H, W), 1 for vector input (F,).
+        kernel: kernel size along each spatial dimension (``conv3x3`` is a
+            3-wide kernel on a sequence), 0 for layers without one.
+        ranks: the input ranks it takes: 3 for images (C, H, W), 2 for
+            sequences (C, L), 1 for vectors (F,).
         has_weights: False for parameter-free layers, which keep their input
             width, are never quantized and have no width or bits to search.
         can_downsample: whether it may sit where a stage's stride > 1 applies.
@@ -33,7 +35,7 @@ class LayerType:
     name: str
     family: Family
     kernel: int
-    input_rank: int
+    ranks: tuple[int, ...]
     has_weights: bool
     can_downsample: bool
     description: str
@@ -46,11 +48,13 @@ class LayerType:
 LAYER_TYPES: Registry[LayerType] = Registry("layer type")
 
 
-def _add(name: str, family: Family, kernel: int, description: str, *, rank: int = 3) -> None:
+def _add(
+    name: str, family: Family, kernel: int, description: str, *, ranks: tuple[int, ...] = (2, 3)
+) -> None:
     weighted = family in ("conv", "dwsep", "mbconv", "mlp")
     downsample = family not in ("identity", "mlp")
     LAYER_TYPES.register(
-        name, LayerType(name, family, kernel, rank, weighted, downsample, description)
+        name, LayerType(name, family, kernel, ranks, weighted, downsample, description)
     )
 
 
@@ -70,10 +74,10 @@ for _k in (3, 5):
     )
 _add("maxpool3x3", "maxpool", 3, "3x3 max pooling (no parameters, keeps the width)")
 _add("avgpool3x3", "avgpool", 3, "3x3 average pooling (no parameters, keeps the width)")
-_add("identity", "identity", 0, "skip: the layer is the identity (stride 1 only)")
+_add("identity", "identity", 0, "skip: the layer is the identity (stride 1 only)", ranks=(1, 2, 3))
 LAYER_TYPES.register(
     "mlp",
-    LayerType("mlp", "mlp", 0, 1, True, False, "fully connected + BN + ReLU (vector input)"),
+    LayerType("mlp", "mlp", 0, (1,), True, False, "fully connected + BN + ReLU (vector input)"),
 )
 
 
@@ -84,4 +88,8 @@ def layer_type(name: str, field: str = "") -> LayerType:
 
 def accepts_rank(lt: LayerType, rank: int) -> bool:
     """Whether a layer type takes input of this rank (identity takes any)."""
-    return lt.family == "identity" or lt.input_rank == rank
+    return lt.family == "identity" or rank in lt.ranks
+
+
+#: How each input rank is called in messages.
+RANK_NAMES = {1: "vector (F,)", 2: "sequence (C, L)", 3: "image (C, H, W)"}

@@ -20,7 +20,7 @@ from nas.search_space._space import SearchSpace
 
 #: Built-in spaces by name; each entry is a YAML file shipped in ``search_space/builtin/``.
 SPACES: Registry[str] = Registry("search space")
-for _name in ("cnn-small", "cnn-mobile", "mlp-small"):
+for _name in ("cnn-small", "cnn-mobile", "cnn1d-small", "mlp-small"):
     SPACES.register(_name, f"{_name}.yaml")
 
 

@@ -89,6 +89,22 @@ class QConv2d(nn.Conv2d):
         )
 
 
+class QConv1d(nn.Conv1d):
+    """``nn.Conv1d`` whose input and weight are fake-quantized at ``abits`` / ``wbits``."""
+
+    def __init__(
+        self, *args: object, wbits: int, abits: int, signed_input: bool, **kwargs: object
+    ) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.wbits = wbits
+        self.act_quant = ActQuant(abits, signed_input)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(
+            self.act_quant(x), quantize_weight(self.weight, self.wbits), self.bias
+        )
+
+
 class QLinear(nn.Linear):
     """``nn.Linear`` whose input and weight are fake-quantized at ``abits`` / ``wbits``."""
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from nas._errors import ConfigError, UnknownNameError
 from nas.search_space._architecture import ALLOWED_BITS, Architecture, LayerSpec
-from nas.search_space._layers import LAYER_TYPES, accepts_rank, layer_type
+from nas.search_space._layers import LAYER_TYPES, RANK_NAMES, accepts_rank, layer_type
 from nas.search_space._spec import HeadSpec, InputSpec, StageSpec, StemSpec
 
 
@@ -57,7 +57,7 @@ class SearchSpace(BaseModel):
         return self
 
     def _check_spatial(self) -> None:
-        if len(self.input.shape) != 3:
+        if len(self.input.shape) == 1:
             return
         # Every stage's stride always applies (its first layer must downsample), so the
         # total stride is fixed: each stride-s layer divides the size by s, and below one
@@ -69,10 +69,11 @@ class SearchSpace(BaseModel):
             total *= stride
             size = min(self.input.shape[1:]) / total
             if size < 1:
+                spatial = "x".join(map(str, self.input.shape[1:]))
                 raise ConfigError(
                     field,
-                    f"total stride {total} collapses the {self.input.shape[1]}x"
-                    f"{self.input.shape[2]} input to {size:g} (must stay >= 1)",
+                    f"total stride {total} collapses the {spatial} input to {size:g} "
+                    "(must stay >= 1)",
                 )
 
     # -- sampling ---------------------------------------------------------------------------
@@ -113,14 +114,14 @@ class SearchSpace(BaseModel):
         return total
 
     def for_data(self, shape: tuple[int, ...], num_classes: int) -> SearchSpace:
-        """This space with its input set to a data set's (a vector space flattens images)."""
+        """This space with its input set to a data set's (a vector space flattens any input)."""
         rank = len(self.input.shape)
         if rank == 1:
             shape = (math.prod(shape),)
-        elif len(shape) != 3:
+        elif len(shape) != rank:
             raise ConfigError(
                 "dataset",
-                f"space {self.name!r} needs image input (C, H, W), got shape {list(shape)}",
+                f"space {self.name!r} needs {RANK_NAMES[rank]} input, got shape {list(shape)}",
             )
         data = self.model_dump()
         data["input"] = {"shape": shape, "num_classes": num_classes}
@@ -170,9 +171,10 @@ def _check_type(field: str, name: str, rank: int) -> None:
         raise UnknownNameError("layer type", name, LAYER_TYPES.names(), field)
     if not accepts_rank(layer_type(name), rank):
         allowed = [n for n, lt in LAYER_TYPES.items() if accepts_rank(lt, rank)]
-        kind = "image (C, H, W)" if rank == 3 else "vector (F,)"
         raise ConfigError(
-            field, f"layer type {name!r} does not take {kind} input; allowed: {', '.join(allowed)}"
+            field,
+            f"layer type {name!r} does not take {RANK_NAMES[rank]} input; "
+            f"allowed: {', '.join(allowed)}",
         )
 
 

@@ -43,8 +43,10 @@ class InputSpec(BaseModel):
     @field_validator("shape")
     @classmethod
     def _rank(cls, shape: tuple[int, ...]) -> tuple[int, ...]:
-        if len(shape) not in (1, 3) or min(shape) < 1:
-            raise ValueError(f"must be (C, H, W) or (F,) with positive sizes, got {list(shape)}")
+        if len(shape) not in (1, 2, 3) or min(shape) < 1:
+            raise ValueError(
+                f"must be (C, H, W), (C, L) or (F,) with positive sizes, got {list(shape)}"
+            )
         return shape
 
 

@@ -20,9 +20,12 @@ SAMPLES = 100
 
 
 def _data_variant(space: SearchSpace) -> SearchSpace:
-    """The space on CIFAR-shaped images (CNN) or on 8x8 digits flattened (MLP)."""
+    """The space on CIFAR-shaped images (2-D CNN), 3-channel sequences of 64 (1-D CNN),
+    or on 8x8 digits flattened (MLP)."""
     if len(space.input.shape) == 3:
         return space.for_data((3, 32, 32), 10)
+    if len(space.input.shape) == 2:
+        return space.for_data((3, 64), 10)
     return space.for_data((1, 8, 8), 10)
 
 

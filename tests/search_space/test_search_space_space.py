@@ -206,7 +206,9 @@ def test_mlp_for_data_flattens_images() -> None:
     assert arch.build().eval()(torch.randn(2, 64)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("space_name", [n for n in SPACES.names() if n.startswith("cnn")])
+@pytest.mark.parametrize(
+    "space_name", [n for n in SPACES.names() if len(get_space(n).input.shape) == 3]
+)
 def test_cnn_for_data_takes_cifar(space_name: str) -> None:
     space = get_space(space_name).for_data((3, 32, 32), 100)
     assert (space.input.shape, space.input.num_classes) == ((3, 32, 32), 100)
@@ -225,9 +227,22 @@ def test_data_variant_of_mlp_small_is_itself() -> None:
 
 
 def test_for_data_rejects_vectors_for_an_image_space() -> None:
-    with pytest.raises(ConfigError, match=r"needs image input .* got shape \[64\]") as info:
+    with pytest.raises(
+        ConfigError, match=r"needs image \(C, H, W\) input, got shape \[64\]"
+    ) as info:
         get_space("cnn-small").for_data((64,), 10)
     assert info.value.field == "dataset"
+
+
+def test_for_data_rejects_images_for_a_sequence_space() -> None:
+    with pytest.raises(ConfigError, match=r"needs sequence \(C, L\) input, got shape \[1, 8, 8\]"):
+        get_space("cnn1d-small").for_data((1, 8, 8), 10)
+
+
+def test_sequence_space_takes_other_lengths() -> None:
+    space = get_space("cnn1d-small").for_data((2, 100), 5)
+    arch = sample_random(space, 1, seed=0)[0]
+    assert arch.build().eval()(torch.randn(3, 2, 100)).shape == (3, 5)
 
 
 def test_for_data_reports_a_collapsing_input_as_config_error() -> None:

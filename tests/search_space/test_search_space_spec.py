@@ -74,7 +74,11 @@ _BAD: dict[str, tuple[Edit, str, list[str]]] = {
         "input.num_classes",
         ["greater than or equal to 2"],
     ),
-    "input rank 2": (lambda s: s["input"].update(shape=[8, 8]), "input.shape", ["(C, H, W)"]),
+    "input rank 4": (
+        lambda s: s["input"].update(shape=[1, 2, 8, 8]),
+        "input.shape",
+        ["(C, H, W), (C, L) or (F,)"],
+    ),
     "no stages": (lambda s: s.update(stages=[]), "stages", ["at least 1"]),
     "head bits": (lambda s: s.update(head={"wbits": 3}), "head.wbits", [_BITS, "got 3"]),
     "stem bits": (lambda s: s.update(stem={"width": 8, "abits": 5}), "stem.abits", [_BITS]),
