@@ -3,11 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from pydantic import BaseModel
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from nas._errors import ConfigError, UnknownNameError
-from nas.evaluators import DATASETS, dataset_infos, load_dataset
+from nas.evaluators import DATASETS, Splits, dataset_infos, load_dataset, register_dataset
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def _nearest_mean_accuracy(data) -> float:
 
 
 def test_unknown_dataset_lists_known_names() -> None:
-    with pytest.raises(UnknownNameError, match="known: digits, synthetic"):
+    with pytest.raises(UnknownNameError, match=r"known: digits, synthetic, cifar10, mnist1d, npz$"):
         load_dataset("cifar-11")
 
 
@@ -93,9 +94,49 @@ def test_bad_setting_names_the_field(name: str, settings: dict, field: str) -> N
     assert info.value.field == field
 
 
-def test_dataset_infos_lists_every_registered_dataset() -> None:
+def test_dataset_infos_lists_every_registered_dataset(monkeypatch, tmp_path) -> None:
+    from nas.evaluators._datasets_mnist1d import _generate
+
+    monkeypatch.setenv("NAS_CIFAR10_DIR", str(tmp_path / "no-cifar"))
+    generated = _generate.cache_info()
     infos = {info["name"]: info for info in dataset_infos()}
     assert list(infos) == DATASETS.names()
-    assert infos["digits"]["n_train"] == 1437 and infos["digits"]["n_val"] == 360
-    assert infos["synthetic"]["input_shape"] == (1, 8, 8)
+    columns = ["name", "description", "input_shape", "num_classes", "n_train", "n_val", "needs"]
+    assert all(list(info) == columns for info in infos.values())
     assert all(info["description"] for info in infos.values())
+    assert infos["digits"]["n_train"] == 1437 and infos["digits"]["n_val"] == 360
+    assert infos["digits"]["needs"] is None
+    assert infos["synthetic"]["input_shape"] == (1, 8, 8)
+    # mnist1d is described without being generated.
+    assert infos["mnist1d"] | {"description": ""} == {
+        **dict.fromkeys(columns),
+        "name": "mnist1d",
+        "description": "",
+        "input_shape": (1, 40),
+        "num_classes": 10,
+        "n_train": 4000,
+        "n_val": 1000,
+    }
+    assert _generate.cache_info() == generated
+    # cifar10 and npz need files: what is known statically, and what is needed.
+    cifar = infos["cifar10"]
+    assert (cifar["input_shape"], cifar["num_classes"], cifar["n_train"]) == ((3, 32, 32), 10, None)
+    assert cifar["needs"].startswith(f"files in {tmp_path / 'no-cifar'} (no such directory")
+    assert infos["npz"]["input_shape"] is None and "setting path" in infos["npz"]["needs"]
+
+
+def test_dataset_infos_never_raises() -> None:
+    class Settings(BaseModel):
+        path: str
+
+    @register_dataset("needs-a-path", "a plug-in that cannot load at its defaults", Settings)
+    def make(settings: Settings) -> Splits:
+        raise AssertionError("not called")
+
+    try:
+        [info] = [i for i in dataset_infos() if i["name"] == "needs-a-path"]
+    finally:
+        DATASETS.unregister("needs-a-path")
+    assert info["n_train"] is None and info["input_shape"] is None
+    assert info["needs"].startswith("cannot load at its defaults: path: Field required")
+    assert "\n" not in info["needs"]
