@@ -15,6 +15,7 @@ from nas.evaluators._base import (
     Direction,
     EvalContext,
     Evaluator,
+    Reporter,
     evaluator_infos,
     get_evaluator,
     register_evaluator,
@@ -29,9 +30,13 @@ from nas.evaluators._datasets import (
     register_dataset,
 )
 
-# Importing the proxy modules registers the built-in evaluators, in this order.
+# Importing the proxy modules registers the built-in evaluators, in this order
+# (_ensemble imports _proxies and _proxies_extra first: its defaults are among them).
+from nas.evaluators._ensemble import Ensemble, ensemble_of, rank_ensemble
 from nas.evaluators._proxies import NASWOT, SNIP, GradNorm, SynFlow
+from nas.evaluators._proxies_extra import Fisher, GraSP, JacobCov, Zen, ZiCo
 from nas.evaluators._size_proxies import MACs, Params
+from nas.evaluators._training import Train, TrainSettings
 
 __all__ = [
     "DATASETS",
@@ -41,17 +46,28 @@ __all__ = [
     "Dataset",
     "DatasetFactory",
     "Direction",
+    "Ensemble",
     "EvalContext",
     "Evaluator",
+    "Fisher",
+    "GraSP",
     "GradNorm",
+    "JacobCov",
     "MACs",
     "Params",
+    "Reporter",
     "Splits",
     "SynFlow",
+    "Train",
+    "TrainSettings",
+    "Zen",
+    "ZiCo",
     "dataset_infos",
+    "ensemble_of",
     "evaluator_infos",
     "get_evaluator",
     "load_dataset",
+    "rank_ensemble",
     "register_dataset",
     "register_evaluator",
 ]

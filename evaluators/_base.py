@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
@@ -26,14 +26,28 @@ if TYPE_CHECKING:
 Direction = Literal["maximize", "minimize"]
 
 
+#: ``reporter(step, metrics) -> stop``: intermediate results of a long evaluation; True asks
+#: the evaluation to stop (it then raises :class:`nas.Pruned`).
+Reporter = Callable[[int, Mapping[str, float]], bool]
+
+
 @dataclass(frozen=True)
 class EvalContext:
-    """Where and on what an evaluation runs: the data, the seed, the device, the batch size."""
+    """Where and on what an evaluation runs: the data, the seed, the device, the batch size.
+
+    ``reporter`` receives intermediate results of evaluations that have them
+    (training, once per epoch); it is not part of any fingerprint.
+    """
 
     dataset: Dataset
     seed: int = 0
     device: str = "cpu"
     batch_size: int = 64
+    reporter: Reporter | None = None
+
+    def report(self, step: int, metrics: Mapping[str, float]) -> bool:
+        """Hand ``metrics`` at ``step`` to the reporter; True means: stop now."""
+        return self.reporter is not None and bool(self.reporter(step, metrics))
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

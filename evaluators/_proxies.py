@@ -33,25 +33,35 @@ class SynFlow(Evaluator):
     """SynFlow (Tanaka et al., 2020, "Pruning neural networks without any data by
     iteratively conserving synaptic flow"), data-free, as ranked by Abdelfattah et al. 2021.
 
-    The model is cast to float64, put in eval mode (BatchNorm uses its fresh
-    running stats, so it is an identity up to the affine part), and every
-    parameter is replaced by its absolute value. With an all-ones input of batch
-    1, ``R = sum(f(1))`` and ``score = sum over weighted layers of sum(w * dR/dw)``.
-    The metric ``synflow`` is ``log(score)`` because the score spans hundreds of
-    orders of magnitude; ``-inf`` when the score is 0. The weights and inputs
-    are fake-quantized at each layer's bits in the forward pass, and dR/dw is
-    the straight-through gradient through that quantizer. Torch's
-    ``fake_quantize_per_{tensor,channel}_affine`` accept float64 input as long as
-    the scale stays float32, which the builder ensures (``.float()`` on it).
+    Data-free: no batch is read, so the score does not depend on the data set.
+    "Batch-norm off" is literal: every BatchNorm layer is replaced by
+    ``nn.Identity`` (Abdelfattah et al. score synflow with ``bn=False``); eval
+    mode with fresh running stats would be the identity only up to
+    ``1/sqrt(1 + eps)`` and the affine part. The model is then cast to float64
+    and put in eval mode, and every parameter is replaced by its absolute value.
+    With an all-ones input of batch 1, ``R = sum(f(1))`` and
+    ``score = sum over weighted layers of sum(w * dR/dw)``, ``w`` the float
+    master weight (after ``abs``). The metric ``synflow`` is ``log(score)``
+    because the score spans hundreds of orders of magnitude; ``-inf`` when the
+    score is 0. The weights and inputs are fake-quantized at each layer's bits in
+    the forward pass (each activation quantizer calibrates its range on the
+    all-ones pass it sees), and dR/dw is the straight-through gradient through
+    that quantizer. Torch's ``fake_quantize_per_{tensor,channel}_affine`` accept
+    float64 input as long as the scale stays float32, which the builder ensures
+    (``.float()`` on it).
+
+    Version 2: BatchNorm replaced by the identity (version 1 kept it in eval
+    mode, which scaled each of its outputs by ``1/sqrt(1 + 1e-5)``).
     """
 
     name = "synflow"
+    version = 2
     description = "log SynFlow score (Tanaka et al. 2020): data-free, |weights|, all-ones input"
     metrics = ("synflow",)
     directions: ClassVar[dict[str, Direction]] = {"synflow": "maximize"}
 
     def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
-        model = _fresh_model(arch, ctx).double().eval()
+        model = _without_batchnorm(_fresh_model(arch, ctx)).double().eval()
         with torch.no_grad():
             for param in model.parameters():
                 param.abs_()
@@ -155,20 +165,41 @@ def _grads(output: torch.Tensor, weights: Sequence[torch.Tensor]) -> list[torch.
     return [torch.zeros_like(w) if g is None else g for w, g in zip(weights, grads, strict=True)]
 
 
-def _loss_grads(
-    arch: Architecture, ctx: EvalContext, proxy: str
-) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Weights and cross-entropy gradients of a fresh train-mode model on one batch."""
+def _without_batchnorm(model: nn.Module) -> nn.Module:
+    """``model`` with every BatchNorm layer (1d/2d/3d) replaced, in place, by ``nn.Identity``."""
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                setattr(parent, child_name, nn.Identity())
+    return model
+
+
+def _check_classes(arch: Architecture, ctx: EvalContext) -> None:
     if arch.num_classes < ctx.dataset.num_classes:
         raise ConfigError(
             "num_classes",
             f"the architecture's {arch.num_classes} outputs must cover the data's "
             f"{ctx.dataset.num_classes} classes",
         )
+
+
+def _loss(
+    arch: Architecture, ctx: EvalContext, proxy: str
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Weights and cross-entropy loss of a fresh train-mode model on one batch (with graph)."""
+    _check_classes(arch, ctx)
     model = _fresh_model(arch, ctx).train()
     x, y = ctx.batch(shape=arch.input_shape)
     weights = _weights(model, proxy)
-    return weights, _grads(F.cross_entropy(model(x), y), weights)
+    return weights, F.cross_entropy(model(x), y)
+
+
+def _loss_grads(
+    arch: Architecture, ctx: EvalContext, proxy: str
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Weights and cross-entropy gradients of a fresh train-mode model on one batch."""
+    weights, loss = _loss(arch, ctx, proxy)
+    return weights, _grads(loss, weights)
 
 
 def _relu_codes(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

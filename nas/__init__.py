@@ -15,6 +15,7 @@ from nas._errors import (
     ConfigError,
     EvaluationError,
     NasError,
+    Pruned,
     StorageError,
     UnknownNameError,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "ConfigError",
     "EvaluationError",
     "NasError",
+    "Pruned",
     "SearchConfig",
     "SearchResult",
     "StorageError",

@@ -16,7 +16,7 @@ from nas._config import SearchConfig, load_config
 from nas._errors import ConfigError, NasError
 from nas._plan import Plan, make_plan
 from nas.storage import Store
-from nas.strategies import make_sampler
+from nas.strategies import make_pruner, make_sampler
 from nas.workers import Scheduler, SearchSummary, TrialOutcome
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -87,6 +87,7 @@ def _open_study(plan: Plan, store: Store) -> optuna.Study:
         storage=storage,
         directions=directions,
         sampler=make_sampler(cfg.sampler, seed, len(directions)),
+        pruner=make_pruner(cfg.pruner, plan.max_epochs()),
         load_if_exists=True,
     )
     attrs = plan.study_attrs()

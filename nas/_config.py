@@ -79,6 +79,7 @@ class SearchConfig(BaseModel):
         ObjectiveConfig(metric="macs", direction="minimize"),
     )
     sampler: str = "tpe"
+    pruner: str = "none"
     trials: int = Field(default=100, ge=1)
     timeout: float | None = Field(default=None, gt=0)
     seed: int = 0

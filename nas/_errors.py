@@ -45,3 +45,16 @@ class StorageError(NasError):
 
 class EvaluationError(NasError):
     """A candidate could not be evaluated; the trial ends FAILED with this reason."""
+
+
+class Pruned(NasError):
+    """An evaluation was stopped early because its reporter said so; the trial ends PRUNED.
+
+    ``step`` is the last step reported (an epoch for training) and ``metrics`` what
+    the evaluation had measured by then.
+    """
+
+    def __init__(self, step: int, metrics: dict[str, float]) -> None:
+        self.step = step
+        self.metrics = metrics
+        super().__init__(f"pruned at step {step}")

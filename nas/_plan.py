@@ -11,11 +11,11 @@ from typing import Any
 
 from nas._config import Objective, SearchConfig, resolve_objectives
 from nas._errors import ConfigError
-from nas.evaluators import EvalContext, Evaluator, get_evaluator, load_dataset
+from nas.evaluators import Ensemble, EvalContext, Evaluator, get_evaluator, load_dataset
 from nas.search_space import SearchSpace, get_space
 from nas.search_space._load import space_from_dict
 from nas.storage import check_url
-from nas.strategies import SAMPLERS
+from nas.strategies import PRUNERS, SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,11 @@ class Plan:
     evaluators: tuple[Evaluator, ...]
     context: EvalContext
     objectives: tuple[Objective, ...]
+
+    def max_epochs(self) -> int | None:
+        """The most epochs any evaluator trains for (a pruner's resource), if any trains."""
+        epochs = [int(e.settings()["epochs"]) for e in self.evaluators if "epochs" in e.settings()]
+        return max(epochs, default=None)
 
     def study_attrs(self) -> dict[str, Any]:
         """What a study records of the search that created it (checked when it is resumed)."""
@@ -51,8 +56,17 @@ def make_plan(config: SearchConfig) -> Plan:
     directions: dict[str, Any] = {}
     for ev in evaluators:
         directions.update(ev.directions)
+        if isinstance(ev, Ensemble):  # the study-level rank the scheduler computes
+            directions["ensemble"] = "maximize"
     objectives = tuple(resolve_objectives(config, directions))
     SAMPLERS.get(config.sampler, "sampler")
+    PRUNERS.get(config.pruner, "pruner")
+    if config.pruner != "none" and len(objectives) != 1:
+        raise ConfigError(
+            "pruner",
+            f"pruning needs a single objective (Optuna keeps intermediate values only then), "
+            f"got {len(objectives)}; use --pruner none",
+        )
     context = EvalContext(
         data, seed=config.eval_seed, device=_device(config.device), batch_size=config.batch_size
     )
@@ -64,7 +78,8 @@ def _evaluator(i: int, name: str, settings: dict[str, Any]) -> Evaluator:
     try:
         return get_evaluator(name, **settings)
     except ConfigError as exc:
-        raise ConfigError(f"evaluators.{i}", exc.message) from None
+        field = ".".join(p for p in (f"evaluators.{i}", exc.field) if p)
+        raise ConfigError(field, exc.message) from None
 
 
 def _device(device: str) -> str:

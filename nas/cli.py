@@ -57,6 +57,10 @@ def search(
         ),
     ] = None,
     sampler: Annotated[str | None, typer.Option(help="random | tpe | nsga2.")] = None,
+    pruner: Annotated[
+        str | None,
+        typer.Option(help="none | median | sha | hyperband: stop weak trainings early."),
+    ] = None,
     trials: Annotated[int | None, typer.Option("--trials", "-n", help="Trials to run.")] = None,
     timeout: Annotated[
         float | None, typer.Option(help="Stop asking after this many seconds.")
@@ -85,6 +89,7 @@ def search(
         evaluators=evaluator or None,
         objectives=objective or None,
         sampler=sampler,
+        pruner=pruner,
         trials=trials,
         timeout=timeout,
         seed=seed,
@@ -98,7 +103,9 @@ def search(
     emit(result.pareto, Format.table, f"Pareto front of study {cfg.study!r}")
     total = s.evaluations_run + s.evaluations_reused
     err.print(
-        f"{s.complete} trials complete, {s.failed} failed in {s.seconds:.1f} s; "
+        f"{s.complete} trials complete, {s.failed} failed"
+        + (f", {s.pruned} pruned" if s.pruned else "")
+        + f" in {s.seconds:.1f} s; "
         f"evaluations: {s.evaluations_run} run, {s.evaluations_reused} of {total} reused "
         f"from storage. Study {cfg.study!r} has {len(result.study.trials)} trials."
     )

@@ -50,6 +50,11 @@ class ActQuant(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bits >= FLOAT_BITS:
             return x
+        if x.dtype in (torch.float16, torch.bfloat16):  # under autocast: quantize in float32
+            return self._quantize(x.float()).to(x.dtype)
+        return self._quantize(x)
+
+    def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         if self.training or not bool(self.initialized):
             self._observe(x)
         if self.signed:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from nas._errors import EvaluationError
+from nas._errors import EvaluationError, Pruned
 
 if TYPE_CHECKING:
     from nas.evaluators import EvalContext, Evaluator
@@ -16,11 +16,16 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EvalResult:
-    """What one evaluation gave: metrics, or the one-line reason it failed."""
+    """What one evaluation gave: metrics, or the one-line reason it failed.
+
+    A pruned evaluation has ``pruned_at`` (the last step it reported), the metrics
+    it had by then, and ``error`` saying so: it is stored, but never reused.
+    """
 
     metrics: dict[str, float] | None
     seconds: float
     error: str | None = None
+    pruned_at: int | None = None
 
 
 class Worker(abc.ABC):
@@ -46,6 +51,9 @@ class LocalWorker(Worker):
         start = time.perf_counter()
         try:
             metrics = evaluator(arch, ctx)
+        except Pruned as stop:
+            seconds = time.perf_counter() - start
+            return EvalResult(stop.metrics, seconds, f"pruned at epoch {stop.step}", stop.step)
         except Exception as exc:  # the candidate's failure, reported, not raised
             return EvalResult(None, time.perf_counter() - start, failure_reason(exc))
         return EvalResult(metrics, time.perf_counter() - start)

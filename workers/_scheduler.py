@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
 
+from nas.evaluators import Ensemble
 from nas.workers._local import EvalResult, LocalWorker, Worker, failure_reason
 
 if TYPE_CHECKING:
     from nas._config import Objective
-    from nas.evaluators import EvalContext, Evaluator
+    from nas.evaluators import EvalContext, Evaluator, Reporter
     from nas.search_space import Architecture, SearchSpace
     from nas.storage import Store
 
@@ -46,6 +47,7 @@ class SearchSummary:
     study_name: str
     complete: int = 0
     failed: int = 0
+    pruned: int = 0
     evaluations_run: int = 0
     evaluations_reused: int = 0
     seconds: float = 0.0
@@ -55,6 +57,7 @@ class SearchSummary:
         self.outcomes.append(outcome)
         self.complete += outcome.state == TrialState.COMPLETE
         self.failed += outcome.state == TrialState.FAIL
+        self.pruned += outcome.state == TrialState.PRUNED
         self.evaluations_run += outcome.evaluated
         self.evaluations_reused += outcome.reused
 
@@ -120,16 +123,28 @@ class Scheduler:
         metrics: dict[str, float] = {k: float(v) for k, v in cost.as_dict().items()}
         evaluated = reused = 0
         error = None
+        pruned_at = None
         for ev in self.evaluators:
-            result, was_reused = self._result(arch, ev)
+            result, was_reused = self._result(arch, ev, trial)
             reused += was_reused
             evaluated += not was_reused
+            metrics.update(result.metrics or {})
+            if result.pruned_at is not None:
+                pruned_at = result.pruned_at
+                break
             if result.metrics is None:
                 error = result.error or f"{ev.name}: failed"
                 break
-            metrics.update(result.metrics)
+        if error is None and pruned_at is None:
+            metrics.update(self._ensembles(metrics))
         for key, value in metrics.items():
             trial.set_user_attr(key, _jsonable(value))
+        if pruned_at is not None:
+            trial.set_user_attr("pruned_at_epoch", pruned_at)
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return TrialOutcome(
+                trial.number, arch, TrialState.PRUNED, None, metrics, evaluated, reused
+            )
         values = None if error else self._values(metrics)
         if isinstance(values, str):
             error, values = values, None
@@ -142,17 +157,51 @@ class Scheduler:
             state = TrialState.COMPLETE
         return TrialOutcome(trial.number, arch, state, values, metrics, evaluated, reused, error)
 
-    def _result(self, arch: Architecture, ev: Evaluator) -> tuple[EvalResult, bool]:
+    def _result(
+        self, arch: Architecture, ev: Evaluator, trial: optuna.Trial
+    ) -> tuple[EvalResult, bool]:
         """The evaluator's result, stored or fresh (then stored), and whether it was reused."""
         fingerprint = self._fingerprints[ev.name]
         stored = self.store.get_evaluation(arch.arch_id, ev.name, fingerprint)
         if stored is not None:
             return EvalResult(dict(stored.metrics), stored.seconds), True
-        result = self.worker.evaluate(arch, ev, self.context)
+        ctx = replace(self.context, reporter=self._reporter(trial))
+        result = self.worker.evaluate(arch, ev, ctx)
         self.store.put_evaluation(
             arch.arch_id, ev.name, fingerprint, result.metrics or {}, result.seconds, result.error
         )
         return result, False
+
+    def _ensembles(self, metrics: dict[str, float]) -> dict[str, float]:
+        """``ensemble``: this candidate's mean normalized rank among the study's so far.
+
+        The population is every COMPLETE trial of the study plus this one, as of
+        now: a value is fixed when its trial is told, as Optuna's values are.
+        """
+        out: dict[str, float] = {}
+        for ev in self.evaluators:
+            if isinstance(ev, Ensemble):
+                done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                population = [{k: float(t.user_attrs[k]) for k in ev.metrics} for t in done]
+                out["ensemble"] = ev.rank([*population, metrics])[-1]
+        return out
+
+    def _reporter(self, trial: optuna.Trial) -> Reporter | None:
+        """Intermediate values of the (single) objective go to Optuna, which may prune.
+
+        Optuna keeps intermediate values for single-objective studies only.
+        """
+        if len(self.objectives) != 1:
+            return None
+        metric = self.objectives[0].metric
+
+        def report(step: int, metrics: Mapping[str, float]) -> bool:
+            if metric not in metrics or math.isnan(metrics[metric]):
+                return False
+            trial.report(metrics[metric], step)
+            return trial.should_prune()
+
+        return report
 
     def _values(self, metrics: dict[str, float]) -> tuple[float, ...] | str:
         values = tuple(metrics[o.metric] for o in self.objectives)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from nas._errors import ConfigError, EvaluationError
-from nas.evaluators import Dataset, EvalContext, get_evaluator
+from nas.evaluators import Dataset, EvalContext, get_evaluator, load_dataset
 
 MODEL_PROXIES = ["synflow", "naswot", "grad_norm", "snip"]
 
@@ -129,3 +129,48 @@ def test_size_proxies_read_the_cost_model(models, synthetic_ctx) -> None:
 def test_dataset_is_a_plain_value(synthetic_ctx) -> None:
     data: Dataset = synthetic_ctx.dataset
     assert data.settings["n_train"] == 128 and len(data.fingerprint) == 64
+
+
+def test_synflow_does_not_depend_on_the_data(models, synthetic_ctx) -> None:
+    arch = models.cnn(channels=8, bits=4)
+    other = load_dataset("synthetic", n_train=64, n_val=16, seed=9)
+    assert not torch.equal(other.x_train[:64], synthetic_ctx.dataset.x_train[:64])
+    assert score("synflow", arch, EvalContext(other)) == score("synflow", arch, synthetic_ctx)
+
+
+def test_synflow_turns_batchnorm_off(models, synthetic_ctx) -> None:
+    # BatchNorm is replaced by the identity, whatever its statistics and affine parameters.
+    with_bn = models.mlp(width=16, bias=False, batchnorm=True)
+    without = models.mlp(width=16, bias=False, batchnorm=False)
+
+    def odd_batchnorm() -> nn.Module:
+        model = with_bn.build()
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d):
+                m.running_var.fill_(9.0)
+                m.running_mean.fill_(-3.0)
+                nn.init.constant_(m.weight, 5.0)
+        return model
+
+    expected = score("synflow", without, synthetic_ctx)
+    assert score("synflow", with_bn, synthetic_ctx) == expected
+    assert score("synflow", models.StubArch(odd_batchnorm), synthetic_ctx) == expected
+
+
+def test_naswot_matches_a_kernel_computed_by_hand(models) -> None:
+    # Linear(2, 2) = identity, then ReLU: the codes of (1, 1), (1, -1), (-1, -1) are
+    # (1, 1), (1, 0), (0, 0); K counts the units on which two samples agree:
+    # K = [[2, 1, 0], [1, 2, 1], [0, 1, 2]], det K = 2 * 3 - 1 * 2 = 4.
+    def make() -> nn.Module:
+        linear = nn.Linear(2, 2)
+        with torch.no_grad():
+            linear.weight.copy_(torch.eye(2))
+            linear.bias.zero_()
+        return nn.Sequential(linear, nn.ReLU())
+
+    x = torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, -1.0]])
+    y = torch.zeros(3, dtype=torch.long)
+    data = Dataset("hand", x, y, x, y, (2,), 2, "0" * 64)
+    arch = models.StubArch(make, input_shape=(2,), num_classes=2)
+    ctx = EvalContext(data, batch_size=3)
+    assert score("naswot", arch, ctx) == pytest.approx(math.log(4.0), abs=1e-12)

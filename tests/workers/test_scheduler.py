@@ -163,3 +163,38 @@ def test_an_error_outside_the_candidate_fails_the_trial_and_propagates(
     [trial] = nas.load_study("nas", db_url).trials
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs["error"] == "OSError: disk full"
+
+
+TRAIN = {"name": "train", "settings": {"epochs": 4, "lr": 0.01, "batch_size": 64}}
+
+
+def test_pruning_produces_pruned_trials(db_url: str) -> None:
+    result = _search(
+        db_url,
+        trials=16,
+        sampler="random",
+        evaluators=[TRAIN],
+        objectives=["maximize:val_acc"],
+        pruner="sha",
+        dataset={"name": "synthetic", "settings": {"n_train": 256, "n_val": 64}},
+    )
+    pruned = [t for t in result.study.trials if t.state == TrialState.PRUNED]
+    assert pruned and result.summary.pruned == len(pruned)
+    for t in pruned:
+        assert 1 <= t.user_attrs["pruned_at_epoch"] < 4
+        assert len(t.intermediate_values) == t.user_attrs["pruned_at_epoch"]
+    with Store(db_url) as store:
+        rows = store.list_evaluations(evaluator="train")
+    assert sum(1 for r in rows if r.error and r.error.startswith("pruned at epoch")) == len(pruned)
+
+
+def test_a_nan_loss_gives_a_failed_trial_and_the_search_goes_on(db_url: str) -> None:
+    diverge = {"name": "train", "settings": {"epochs": 2, "optimizer": "sgd", "lr": 1e9}}
+    result = _search(db_url, trials=2, evaluators=[diverge], objectives=["maximize:val_acc"])
+    assert [t.state for t in result.study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert result.study.trials[0].user_attrs["error"].startswith("diverged: loss")
+
+
+def test_pruning_a_multi_objective_study_is_refused(db_url: str) -> None:
+    with pytest.raises(nas.ConfigError, match="pruner: pruning needs a single objective"):
+        _search(db_url, pruner="median")
