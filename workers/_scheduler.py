@@ -62,6 +62,17 @@ class SearchSummary:
         self.evaluations_reused += outcome.reused
 
 
+@dataclass
+class _Evaluated:
+    """What the evaluators gave one candidate, and how it ended."""
+
+    metrics: dict[str, float]
+    evaluated: int = 0
+    reused: int = 0
+    error: str | None = None
+    pruned_at: int | None = None
+
+
 class Scheduler:
     """Runs the ask -> sample -> evaluate/reuse -> tell loop over one study."""
 
@@ -120,42 +131,56 @@ class Scheduler:
         self.store.put_architecture(arch.arch_id, self.space.name, arch.to_json(), **cost.as_dict())
         trial.set_user_attr("arch_id", arch.arch_id)
         trial.set_user_attr("arch", arch.summary())
-        metrics: dict[str, float] = {k: float(v) for k, v in cost.as_dict().items()}
-        evaluated = reused = 0
-        error = None
-        pruned_at = None
+        done = self._evaluate(trial, arch, {k: float(v) for k, v in cost.as_dict().items()})
+        for key, value in done.metrics.items():
+            trial.set_user_attr(key, _jsonable(value))
+        state, values = self._tell(trial, done)
+        return TrialOutcome(
+            trial.number,
+            arch,
+            state,
+            values,
+            done.metrics,
+            done.evaluated,
+            done.reused,
+            done.error,
+        )
+
+    def _evaluate(
+        self, trial: optuna.Trial, arch: Architecture, metrics: dict[str, float]
+    ) -> _Evaluated:
+        """Run (or reuse) every evaluator in turn; stop at the first failure or pruning."""
+        done = _Evaluated(metrics)
         for ev in self.evaluators:
             result, was_reused = self._result(arch, ev, trial)
-            reused += was_reused
-            evaluated += not was_reused
+            done.reused += was_reused
+            done.evaluated += not was_reused
             metrics.update(result.metrics or {})
             if result.pruned_at is not None:
-                pruned_at = result.pruned_at
-                break
+                done.pruned_at = result.pruned_at
+                return done
             if result.metrics is None:
-                error = result.error or f"{ev.name}: failed"
-                break
-        if error is None and pruned_at is None:
-            metrics.update(self._ensembles(metrics))
-        for key, value in metrics.items():
-            trial.set_user_attr(key, _jsonable(value))
-        if pruned_at is not None:
-            trial.set_user_attr("pruned_at_epoch", pruned_at)
+                done.error = result.error or f"{ev.name}: failed"
+                return done
+        metrics.update(self._ensembles(metrics))
+        return done
+
+    def _tell(
+        self, trial: optuna.Trial, done: _Evaluated
+    ) -> tuple[TrialState, tuple[float, ...] | None]:
+        if done.pruned_at is not None:
+            trial.set_user_attr("pruned_at_epoch", done.pruned_at)
             self.study.tell(trial, state=TrialState.PRUNED)
-            return TrialOutcome(
-                trial.number, arch, TrialState.PRUNED, None, metrics, evaluated, reused
-            )
-        values = None if error else self._values(metrics)
+            return TrialState.PRUNED, None
+        values = None if done.error else self._values(done.metrics)
         if isinstance(values, str):
-            error, values = values, None
-        if error is not None:
-            trial.set_user_attr("error", error)
+            done.error, values = values, None
+        if done.error is not None:
+            trial.set_user_attr("error", done.error)
             self.study.tell(trial, state=TrialState.FAIL)
-            state = TrialState.FAIL
-        else:
-            self.study.tell(trial, list(values or ()))
-            state = TrialState.COMPLETE
-        return TrialOutcome(trial.number, arch, state, values, metrics, evaluated, reused, error)
+            return TrialState.FAIL, None
+        self.study.tell(trial, list(values or ()))
+        return TrialState.COMPLETE, values
 
     def _result(
         self, arch: Architecture, ev: Evaluator, trial: optuna.Trial

@@ -127,3 +127,19 @@ def test_bad_settings_name_the_field(settings: dict[str, object], field: str) ->
     with pytest.raises(ConfigError) as info:
         get_evaluator("train", **settings)
     assert field in str(info.value)
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_uses_bf16_and_matches_cpu_roughly(digits: EvalContext) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    arch = _all_bits(8)
+    train = get_evaluator("train", epochs=4, lr=1e-2)
+    on_gpu = train(arch, EvalContext(digits.dataset, device="cuda"))
+    on_cpu = train(arch, digits)
+    assert on_gpu["val_acc"] > 0.8
+    assert abs(on_gpu["val_acc"] - on_cpu["val_acc"]) < 0.1
+    assert train.fingerprint(EvalContext(digits.dataset, device="cuda")) != train.fingerprint(
+        digits
+    )
