@@ -78,36 +78,33 @@ class ActQuant(nn.Module):
         return f"bits={self.bits}, signed={self.signed}"
 
 
-class QConv2d(nn.Conv2d):
+class _QuantizedConv:
+    """Fake-quantizes a convolution's input at ``abits`` and its weight at ``wbits``.
+
+    Mixed in before ``nn.Conv1d`` / ``nn.Conv2d``, whose ``_conv_forward`` it calls.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+    def __init__(
+        self, *args: object, wbits: int, abits: int, signed_input: bool, **kwargs: object
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.wbits = wbits
+        self.act_quant = ActQuant(abits, signed_input)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = quantize_weight(self.weight, self.wbits)
+        return self._conv_forward(self.act_quant(x), weight, self.bias)  # type: ignore[attr-defined]
+
+
+class QConv2d(_QuantizedConv, nn.Conv2d):
     """``nn.Conv2d`` whose input and weight are fake-quantized at ``abits`` / ``wbits``."""
 
-    def __init__(
-        self, *args: object, wbits: int, abits: int, signed_input: bool, **kwargs: object
-    ) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.wbits = wbits
-        self.act_quant = ActQuant(abits, signed_input)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(
-            self.act_quant(x), quantize_weight(self.weight, self.wbits), self.bias
-        )
-
-
-class QConv1d(nn.Conv1d):
+class QConv1d(_QuantizedConv, nn.Conv1d):
     """``nn.Conv1d`` whose input and weight are fake-quantized at ``abits`` / ``wbits``."""
-
-    def __init__(
-        self, *args: object, wbits: int, abits: int, signed_input: bool, **kwargs: object
-    ) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.wbits = wbits
-        self.act_quant = ActQuant(abits, signed_input)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(
-            self.act_quant(x), quantize_weight(self.weight, self.wbits), self.bias
-        )
 
 
 class QLinear(nn.Linear):

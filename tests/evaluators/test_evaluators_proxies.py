@@ -12,7 +12,18 @@ from torch import nn
 from nas._errors import ConfigError, EvaluationError
 from nas.evaluators import Dataset, EvalContext, get_evaluator, load_dataset
 
-MODEL_PROXIES = ["synflow", "naswot", "grad_norm", "snip"]
+#: Every proxy that builds and runs the model (all but the size baselines): one suite for all.
+MODEL_PROXIES = [
+    "synflow",
+    "naswot",
+    "grad_norm",
+    "snip",
+    "grasp",
+    "fisher",
+    "jacob_cov",
+    "zen",
+    "zico",
+]
 
 
 def score(name: str, arch, ctx: EvalContext) -> float:
