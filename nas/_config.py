@@ -7,16 +7,18 @@ checking everything *before* anything is written to a database.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nas._errors import ConfigError
+from nas.search_space._cost import Cost
 from nas.search_space._load import pydantic_error, read_mapping
 
-COST_METRICS: tuple[str, ...] = ("params", "macs", "bitops", "bytes", "peak_activation_bytes")
+#: The cost model's metrics (the fields of :class:`Cost`), minimized by default.
+COST_METRICS: tuple[str, ...] = tuple(f.name for f in fields(Cost))
 Direction = Literal["maximize", "minimize"]
 
 
@@ -38,9 +40,6 @@ class ObjectiveConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     metric: str
     direction: Direction | None = None
-
-    def label(self) -> str:
-        return f"{self.direction}:{self.metric}" if self.direction else self.metric
 
 
 class DatasetConfig(BaseModel):
