@@ -8,8 +8,15 @@
 
 from __future__ import annotations
 
-from ._records import ArchitectureRecord, EvaluationRecord
+from ._records import ArchitectureRecord, EvaluationRecord, json_float
 from ._store import Store
 from ._url import check_url, mask_url
 
-__all__ = ["ArchitectureRecord", "EvaluationRecord", "Store", "check_url", "mask_url"]
+__all__ = [
+    "ArchitectureRecord",
+    "EvaluationRecord",
+    "Store",
+    "check_url",
+    "json_float",
+    "mask_url",
+]

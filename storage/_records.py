@@ -62,7 +62,7 @@ def encode_metrics(metrics: Mapping[str, float]) -> str:
     >>> encode_metrics({"acc": 0.5, "loss": float("inf")})
     '{"acc": 0.5, "loss": "inf"}'
     """
-    encoded = {name: _encode_float(value) for name, value in clean_metrics(metrics).items()}
+    encoded = {name: json_float(value) for name, value in clean_metrics(metrics).items()}
     return json.dumps(encoded, sort_keys=True, allow_nan=False)
 
 
@@ -71,7 +71,15 @@ def decode_metrics(text: str) -> dict[str, float]:
     return {name: float(value) for name, value in json.loads(text).items()}
 
 
-def _encode_float(value: float) -> float | str:
+def json_float(value: float) -> float | str:
+    """``value`` for strict JSON: finite floats as they are, inf/-inf/nan as strings.
+
+    ``float()`` reads every result back. Strict JSON is what Optuna's dashboard
+    and other tools parse, so trial user attrs use it too.
+
+    >>> [json_float(v) for v in (0.5, float("-inf"), float("nan"))]
+    [0.5, '-inf', 'nan']
+    """
     if math.isnan(value):
         return "nan"
     return _NON_FINITE.get(value, value)

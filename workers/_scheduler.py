@@ -11,12 +11,13 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
 
 from nas.evaluators import Ensemble
+from nas.storage import json_float
 from nas.workers._local import EvalResult, LocalWorker, Worker, failure_reason
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ class Scheduler:
         trial.set_user_attr("arch", arch.summary())
         done = self._evaluate(trial, arch, {k: float(v) for k, v in cost.as_dict().items()})
         for key, value in done.metrics.items():
-            trial.set_user_attr(key, _jsonable(value))
+            trial.set_user_attr(key, json_float(value))
         state, values = self._tell(trial, done)
         return TrialOutcome(
             trial.number,
@@ -235,7 +236,3 @@ class Scheduler:
                 return f"objective {objective.metric} is NaN"
         return values
 
-
-def _jsonable(value: float) -> Any:
-    """Finite floats as they are; inf/-inf/NaN as strings (the dashboard's JSON has no inf)."""
-    return value if math.isfinite(value) else str(value)
