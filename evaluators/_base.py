@@ -107,6 +107,9 @@ class Evaluator(abc.ABC):
     directions: ClassVar[dict[str, Direction]]
     uses_batch: ClassVar[bool] = False
     Settings: ClassVar[type[BaseModel]] = NoSettings
+    #: Metrics whose value depends on the study's other candidates (a rank, say). The
+    #: driver computes them with :meth:`study_values` when it tells Optuna; none here.
+    study_metrics: ClassVar[dict[str, Direction]] = {}
 
     def __init__(self, **settings: Any) -> None:
         self._settings = validate_settings(self.Settings, settings, f"evaluator {self.name!r}")
@@ -141,6 +144,16 @@ class Evaluator(abc.ABC):
             if math.isnan(value):
                 raise EvaluationError(f"{key}: score is NaN")
         return result
+
+    def study_values(
+        self, own: Mapping[str, float], population: Sequence[Mapping[str, float]]
+    ) -> dict[str, float]:
+        """The ``study_metrics`` of ``own`` (this candidate's metrics) among ``population``.
+
+        ``population`` holds the :attr:`metrics` of the study's completed candidates,
+        this one excluded. An optional hook: evaluators without study metrics return {}.
+        """
+        return {}
 
     @abc.abstractmethod
     def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:

@@ -84,6 +84,7 @@ class Ensemble(Evaluator):
     metrics = tuple(PREFIX + p for p in DEFAULT_PROXIES)
     directions: ClassVar[dict[str, Direction]] = {PREFIX + p: "maximize" for p in DEFAULT_PROXIES}
     uses_batch = True
+    study_metrics: ClassVar[dict[str, Direction]] = {"ensemble": "maximize"}
     Settings = EnsembleSettings
 
     def __init__(self, **settings: Any) -> None:
@@ -120,6 +121,12 @@ class Ensemble(Evaluator):
     def rank(self, population: Sequence[Mapping[str, float]]) -> list[float]:
         """:func:`rank_ensemble` of ``population`` over this ensemble's metrics."""
         return rank_ensemble(population, self.metrics, self.directions)
+
+    def study_values(
+        self, own: Mapping[str, float], population: Sequence[Mapping[str, float]]
+    ) -> dict[str, float]:
+        """``ensemble``: ``own``'s mean normalized rank among ``population`` and itself."""
+        return {"ensemble": self.rank([*population, own])[-1]}
 
 
 def rank_ensemble(

@@ -11,7 +11,7 @@ from typing import Any
 
 from nas._config import Objective, SearchConfig, resolve_objectives
 from nas._errors import ConfigError
-from nas.evaluators import Ensemble, EvalContext, Evaluator, get_evaluator, load_dataset
+from nas.evaluators import EvalContext, Evaluator, get_evaluator, load_dataset
 from nas.search_space import SearchSpace, get_space
 from nas.search_space._load import space_from_dict
 from nas.storage import check_url
@@ -56,8 +56,7 @@ def make_plan(config: SearchConfig) -> Plan:
     directions: dict[str, Any] = {}
     for ev in evaluators:
         directions.update(ev.directions)
-        if isinstance(ev, Ensemble):  # the study-level rank the scheduler computes
-            directions["ensemble"] = "maximize"
+        directions.update(ev.study_metrics)
     objectives = tuple(resolve_objectives(config, directions))
     SAMPLERS.get(config.sampler, "sampler")
     PRUNERS.get(config.pruner, "pruner")

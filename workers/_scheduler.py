@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import TrialState
 
-from nas.evaluators import Ensemble
 from nas.storage import json_float
 from nas.workers._local import EvalResult, LocalWorker, Worker, failure_reason
 
@@ -163,7 +162,7 @@ class Scheduler:
             if result.metrics is None:
                 done.error = result.error or f"{ev.name}: failed"
                 return done
-        metrics.update(self._ensembles(metrics))
+        metrics.update(self._study_values(metrics))
         return done
 
     def _tell(
@@ -198,18 +197,18 @@ class Scheduler:
         )
         return result, False
 
-    def _ensembles(self, metrics: dict[str, float]) -> dict[str, float]:
-        """``ensemble``: this candidate's mean normalized rank among the study's so far.
+    def _study_values(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Study-relative metrics (the ensemble's rank) against the study's COMPLETE trials.
 
-        The population is every COMPLETE trial of the study plus this one, as of
-        now: a value is fixed when its trial is told, as Optuna's values are.
+        The population is as of now: a value is fixed when its trial is told, as
+        Optuna's values are.
         """
         out: dict[str, float] = {}
         for ev in self.evaluators:
-            if isinstance(ev, Ensemble):
+            if ev.study_metrics:
                 done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 population = [{k: float(t.user_attrs[k]) for k in ev.metrics} for t in done]
-                out["ensemble"] = ev.rank([*population, metrics])[-1]
+                out.update(ev.study_values(metrics, population))
         return out
 
     def _reporter(self, trial: optuna.Trial) -> Reporter | None:
@@ -235,4 +234,3 @@ class Scheduler:
             if math.isnan(value):
                 return f"objective {objective.metric} is NaN"
         return values
-

@@ -198,3 +198,17 @@ def test_a_nan_loss_gives_a_failed_trial_and_the_search_goes_on(db_url: str) -> 
 def test_pruning_a_multi_objective_study_is_refused(db_url: str) -> None:
     with pytest.raises(nas.ConfigError, match="pruner: pruning needs a single objective"):
         _search(db_url, pruner="median")
+
+
+def test_the_ensemble_objective_is_a_rank_among_the_study_so_far(db_url: str) -> None:
+    from nas.evaluators import rank_ensemble
+
+    study = _search(
+        db_url, trials=5, evaluators=["ensemble"], objectives=["maximize:ensemble", "bytes"]
+    ).study
+    keys = ["ensemble.synflow", "ensemble.jacob_cov", "ensemble.snip"]
+    rows = [{k: float(t.user_attrs[k]) for k in keys} for t in study.trials]
+    assert study.trials[0].values[0] == 1.0  # alone in the study
+    for i, trial in enumerate(study.trials):
+        assert trial.values[0] == rank_ensemble(rows[: i + 1], keys)[-1]
+        assert trial.user_attrs["ensemble"] == trial.values[0]
