@@ -25,11 +25,12 @@ import math
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from nas.search_space._architecture import LayerSpec
 from nas.search_space._layers import layer_type
 from nas.search_space._quant import FLOAT_BITS
 
 if TYPE_CHECKING:
-    from nas.search_space._architecture import Architecture, LayerSpec
+    from nas.search_space._architecture import Architecture
 
 _SCALE_BYTES = 4
 _FLOAT_BYTES = 4
@@ -129,17 +130,23 @@ def _layer(t: _Tally, spec: LayerSpec, shape: tuple[int, ...], out_bits: int) ->
     return (spec.width, *dims)
 
 
+def _reader_bits(specs: tuple[LayerSpec, ...], head_abits: int) -> list[int]:
+    """For each layer, the activation bits of the next weighted layer (the head after the last)."""
+    bits, next_abits = [], head_abits
+    for spec in reversed(specs):
+        bits.append(next_abits)
+        if layer_type(spec.type).has_weights:
+            next_abits = spec.abits
+    return bits[::-1]
+
+
 def compute_cost(arch: Architecture) -> Cost:
     """The :class:`Cost` of ``arch``, without building or running it."""
     t = _Tally()
     specs = ((arch.stem,) if arch.stem else ()) + arch.layers
     shape = arch.input_shape
-    for i, spec in enumerate(specs):
-        following = [s for s in specs[i + 1 :] if layer_type(s.type).has_weights]
-        out_bits = following[0].abits if following else arch.head_abits
+    for spec, out_bits in zip(specs, _reader_bits(specs, arch.head_abits), strict=True):
         shape = _layer(t, spec, shape, out_bits)
-    from nas.search_space._architecture import LayerSpec
-
     head = LayerSpec(
         type="mlp", width=arch.num_classes, wbits=arch.head_wbits, abits=arch.head_abits
     )
