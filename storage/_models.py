@@ -30,6 +30,8 @@ from sqlalchemy.types import TypeDecorator
 ARCH_ID_LENGTH = 32
 FINGERPRINT_LENGTH = 64
 NAME_LENGTH = 255
+SHORT_NAME_LENGTH = 64  # ORT version, execution provider, precision
+KEY_HASH_LENGTH = 64  # SHA-256 hex of a kernel's canonical JSON key
 
 
 def utcnow() -> datetime:
@@ -111,3 +113,63 @@ class EvaluationRow(Base):
     seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class LatencyProfileRow(Base):
+    """One measured latency of one model on one hardware fingerprint.
+
+    ``arch_id`` is deliberately not a foreign key: a profiled ONNX file has a
+    content-hash id that need not be in ``architectures``. The fingerprint's
+    fields are columns of their own so SQL can filter on them.
+    """
+
+    __tablename__ = "latency_profiles"
+    __table_args__ = (Index("uq_nas_latency_profiles_key", "arch_id", "fingerprint", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    arch_id: Mapped[str] = mapped_column(String(ARCH_ID_LENGTH))
+    fingerprint: Mapped[str] = mapped_column(String(FINGERPRINT_LENGTH))
+    cpu: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    cores: Mapped[int] = mapped_column(Integer)
+    ort_version: Mapped[str] = mapped_column(String(SHORT_NAME_LENGTH))
+    provider: Mapped[str] = mapped_column(String(SHORT_NAME_LENGTH))
+    threads: Mapped[int] = mapped_column(Integer)
+    batch_size: Mapped[int] = mapped_column(Integer)
+    precision: Mapped[str] = mapped_column(String(SHORT_NAME_LENGTH))
+    p10_ms: Mapped[float] = mapped_column(Float)
+    median_ms: Mapped[float] = mapped_column(Float)
+    p90_ms: Mapped[float] = mapped_column(Float)
+    runs: Mapped[int] = mapped_column(Integer)  # timed runs per process
+    processes: Mapped[int] = mapped_column(Integer)
+    reference_ratio: Mapped[float | None] = mapped_column(Float, nullable=True)
+    kernel_paths: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list
+    seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LatencyKernelRow(Base):
+    """One kernel (a single layer configuration) measured once on a fingerprint."""
+
+    __tablename__ = "latency_kernels"
+    __table_args__ = (Index("uq_nas_latency_kernels_key", "fingerprint", "key_hash", unique=True),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(String(FINGERPRINT_LENGTH))
+    key_hash: Mapped[str] = mapped_column(String(KEY_HASH_LENGTH))
+    key: Mapped[str] = mapped_column(Text)  # canonical JSON, see _records.canonical_json
+    path: Mapped[str] = mapped_column(String(NAME_LENGTH))  # e.g. "int8:QLinearConv"
+    ms: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LatencyPredictorRow(Base):
+    """The fitted latency predictor of one fingerprint, as plain JSON (no pickles)."""
+
+    __tablename__ = "latency_predictors"
+
+    fingerprint: Mapped[str] = mapped_column(String(FINGERPRINT_LENGTH), primary_key=True)
+    hardware: Mapped[str] = mapped_column(Text)  # JSON of the fingerprint's fields
+    model: Mapped[str] = mapped_column(Text)  # JSON of the fitted coefficients
+    n_kernels: Mapped[int] = mapped_column(Integer)
+    n_models: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,8 +1,9 @@
-"""The store: architectures and evaluations next to Optuna's tables."""
+"""The store: architectures, evaluations and latencies next to Optuna's tables."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from operator import index
 from types import TracebackType
@@ -23,15 +24,33 @@ from ._models import (
     ArchitectureRow,
     Base,
     EvaluationRow,
+    LatencyKernelRow,
+    LatencyPredictorRow,
+    LatencyProfileRow,
     utcnow,
 )
 from ._records import (
     ArchitectureRecord,
     EvaluationRecord,
+    LatencyKernelRecord,
+    LatencyPredictorRecord,
+    LatencyProfileRecord,
     architecture_record,
+    canonical_json,
+    check_finite,
+    check_int,
+    check_text,
+    clean_hardware,
     clean_metrics,
+    encode_json,
+    encode_kernel_paths,
     encode_metrics,
+    encode_object,
     evaluation_record,
+    key_hash_of,
+    latency_kernel_record,
+    latency_predictor_record,
+    latency_profile_record,
 )
 from ._url import (
     engine_kwargs,
@@ -52,9 +71,13 @@ _UPSERT_INSERT: dict[str, Callable[..., Any]] = {
     "postgresql": postgresql.insert,
 }
 
+# Rows per multi-row INSERT: with 6 columns this stays under the 999 bound
+# parameters that SQLite builds before 3.32 allow.
+_BATCH_ROWS = 150
+
 
 class Store:
-    """Architectures and their evaluations, in the database that holds the study.
+    """Architectures, their evaluations and latencies, in the database that holds the study.
 
     One URL holds Optuna's tables and ours. The store is thread-safe (each call
     takes its own connection from the engine's pool) and safe to share between
@@ -246,6 +269,213 @@ class Store:
         with self._session() as session:
             return [evaluation_record(row) for row in session.scalars(query)]
 
+    def put_latency_profile(
+        self,
+        arch_id: str,
+        fingerprint: str,
+        *,
+        hardware: Mapping[str, object],
+        p10_ms: float,
+        median_ms: float,
+        p90_ms: float,
+        runs: int,
+        processes: int,
+        seconds: float,
+        reference_ratio: float | None = None,
+        kernel_paths: list[dict[str, Any]] | None = None,
+    ) -> LatencyProfileRecord:
+        """Store one measured latency of ``arch_id`` on the hardware ``fingerprint``.
+
+        ``hardware`` holds exactly the fingerprint's fields: cpu, cores,
+        ort_version, provider, threads, batch_size, precision. If a profile is
+        already stored for (arch_id, fingerprint) (another process won the
+        race), nothing is written and the stored one is returned.
+
+        Example:
+            >>> store = Store("sqlite:///:memory:")
+            >>> hardware = dict(cpu="x86", cores=8, ort_version="1.18", threads=1,
+            ...                 provider="CPUExecutionProvider", batch_size=1, precision="int8")
+            >>> store.put_latency_profile("a1", "f" * 64, hardware=hardware, p10_ms=1.0,
+            ...                           median_ms=1.2, p90_ms=1.5, runs=50, processes=3,
+            ...                           seconds=4.0).median_ms
+            1.2
+            >>> store.get_latency_profile("a1", "f" * 64).hardware["cores"]
+            8
+            >>> store.close()
+
+        Raises:
+            ValueError: a hardware field is missing, unknown or of the wrong type; a
+                number is not finite (or negative); ``kernel_paths`` is not a list of
+                JSON objects; a string is too long.
+        """
+        _check_length("arch_id", arch_id, ARCH_ID_LENGTH)
+        _check_length("fingerprint", fingerprint, FINGERPRINT_LENGTH)
+        paths = encode_kernel_paths(kernel_paths)
+        ratio = (
+            None if reference_ratio is None else check_finite("reference_ratio", reference_ratio, 0)
+        )
+        record = LatencyProfileRecord(
+            arch_id=arch_id,
+            fingerprint=fingerprint,
+            **clean_hardware(hardware),
+            p10_ms=check_finite("p10_ms", p10_ms, 0),
+            median_ms=check_finite("median_ms", median_ms, 0),
+            p90_ms=check_finite("p90_ms", p90_ms, 0),
+            runs=check_int("runs", runs, 1),
+            processes=check_int("processes", processes, 1),
+            reference_ratio=ratio,
+            kernel_paths=None if paths is None else json.loads(paths),
+            seconds=check_finite("seconds", seconds, 0),
+            created_at=utcnow(),
+        )
+        values = dict(vars(record), kernel_paths=paths)
+        with self._session() as session:
+            target = dict(index_elements=["arch_id", "fingerprint"])
+            if self._insert_ignoring_conflict(session, LatencyProfileRow, values, **target):
+                return record
+            row = _profile(session, arch_id, fingerprint)
+            if row is None:  # cannot happen: DO NOTHING waits for the winner's commit
+                raise StorageError(f"storage: {self.masked_url}: lost latency profile {values}")
+            return latency_profile_record(row)
+
+    def get_latency_profile(self, arch_id: str, fingerprint: str) -> LatencyProfileRecord | None:
+        """The stored profile of ``arch_id`` on ``fingerprint``, or None."""
+        with self._session() as session:
+            row = _profile(session, arch_id, fingerprint)
+            return None if row is None else latency_profile_record(row)
+
+    def list_latency_profiles(
+        self, *, fingerprint: str | None = None, arch_id: str | None = None
+    ) -> list[LatencyProfileRecord]:
+        """Every stored profile, oldest first, optionally filtered."""
+        query = select(LatencyProfileRow).order_by(
+            LatencyProfileRow.created_at, LatencyProfileRow.id
+        )
+        if fingerprint is not None:
+            query = query.where(LatencyProfileRow.fingerprint == fingerprint)
+        if arch_id is not None:
+            query = query.where(LatencyProfileRow.arch_id == arch_id)
+        with self._session() as session:
+            return [latency_profile_record(row) for row in session.scalars(query)]
+
+    def put_latency_kernels(
+        self, fingerprint: str, rows: Iterable[tuple[Mapping[str, Any], str, float]]
+    ) -> int:
+        """Store measured kernels ``(key, path, ms)`` in one transaction; how many were new.
+
+        A key already stored for ``fingerprint`` (or repeated in ``rows``: the
+        first wins) is skipped. Keys are looked up by :func:`kernel_key_hash`.
+
+        Example:
+            >>> from nas.storage import kernel_key_hash
+            >>> store = Store("sqlite:///:memory:")
+            >>> rows = [({"op": "conv", "k": 3}, "float:Conv", 0.2),
+            ...         ({"op": "relu"}, "float:Relu", 0.01)]
+            >>> store.put_latency_kernels("f" * 64, rows), store.put_latency_kernels("f" * 64, rows)
+            (2, 0)
+            >>> store.get_latency_kernels("f" * 64)[kernel_key_hash({"k": 3, "op": "conv"})].path
+            'float:Conv'
+            >>> store.close()
+
+        Raises:
+            ValueError: a row is not ``(dict, str, finite number >= 0)``, a key is
+                not JSON, or a string is too long.
+        """
+        _check_length("fingerprint", fingerprint, FINGERPRINT_LENGTH)
+        values = _kernel_values(fingerprint, rows)
+        # One order for every writer: two PostgreSQL transactions inserting
+        # overlapping keys in different orders could deadlock.
+        ordered = [values[key_hash] for key_hash in sorted(values)]
+        with self._session() as session:
+            return self._insert_many_ignoring_conflict(session, LatencyKernelRow, ordered)
+
+    def get_latency_kernels(self, fingerprint: str) -> dict[str, LatencyKernelRecord]:
+        """Every kernel measured on ``fingerprint``, keyed by :func:`kernel_key_hash`."""
+        query = select(LatencyKernelRow).where(LatencyKernelRow.fingerprint == fingerprint)
+        with self._session() as session:
+            return {row.key_hash: latency_kernel_record(row) for row in session.scalars(query)}
+
+    def put_latency_predictor(
+        self,
+        fingerprint: str,
+        *,
+        hardware: Mapping[str, object],
+        model: Mapping[str, Any],
+        n_kernels: int,
+        n_models: int,
+    ) -> LatencyPredictorRecord:
+        """Store the fitted predictor of ``fingerprint``, replacing any stored one.
+
+        ``model`` is any JSON object (finite numbers only); recalibrating a
+        fingerprint overwrites its predictor.
+
+        Example:
+            >>> store = Store("sqlite:///:memory:")
+            >>> hardware = dict(cpu="x86", cores=8, ort_version="1.18", threads=1,
+            ...                 provider="CPUExecutionProvider", batch_size=1, precision="int8")
+            >>> store.put_latency_predictor("f" * 64, hardware=hardware, model={"scale": 1.1},
+            ...                             n_kernels=40, n_models=12).model
+            {'scale': 1.1}
+            >>> store.close()
+
+        Raises:
+            ValueError: a hardware field is missing, unknown or of the wrong type;
+                ``model`` is not a JSON object or holds a non-finite number.
+        """
+        _check_length("fingerprint", fingerprint, FINGERPRINT_LENGTH)
+        values = dict(
+            fingerprint=fingerprint,
+            hardware=encode_json("hardware", clean_hardware(hardware)),
+            model=encode_object("model", model),
+            n_kernels=check_int("n_kernels", n_kernels, 0),
+            n_models=check_int("n_models", n_models, 0),
+            created_at=utcnow(),
+        )
+        with self._session() as session:
+            self._replace(session, LatencyPredictorRow, values, key=["fingerprint"])
+        return latency_predictor_record(LatencyPredictorRow(**values))
+
+    def get_latency_predictor(self, fingerprint: str) -> LatencyPredictorRecord | None:
+        """The predictor stored for ``fingerprint``, or None."""
+        with self._session() as session:
+            row = session.get(LatencyPredictorRow, fingerprint)
+            return None if row is None else latency_predictor_record(row)
+
+    def list_latency_predictors(self) -> list[LatencyPredictorRecord]:
+        """Every stored predictor, by fingerprint."""
+        query = select(LatencyPredictorRow).order_by(LatencyPredictorRow.fingerprint)
+        with self._session() as session:
+            return [latency_predictor_record(row) for row in session.scalars(query)]
+
+    def _insert_many_ignoring_conflict(
+        self, session: Session, model: type[Base], rows: list[dict[str, Any]]
+    ) -> int:
+        """Multi-row INSERT ... ON CONFLICT DO NOTHING; how many rows were inserted."""
+        insert = _UPSERT_INSERT.get(self._engine.dialect.name)
+        if insert is None:
+            return sum(self._insert_ignoring_conflict(session, model, values) for values in rows)
+        inserted = 0
+        for start in range(0, len(rows), _BATCH_ROWS):
+            statement = insert(model).values(rows[start : start + _BATCH_ROWS])
+            result = session.execute(
+                statement.on_conflict_do_nothing(),
+                execution_options={"preserve_rowcount": True},
+            )
+            inserted += result.rowcount  # type: ignore[attr-defined]
+        return inserted
+
+    def _replace(
+        self, session: Session, model: type[Base], values: dict[str, Any], key: list[str]
+    ) -> None:
+        """INSERT, or UPDATE the row whose ``key`` columns match (atomically, where supported)."""
+        insert = _UPSERT_INSERT.get(self._engine.dialect.name)
+        if insert is None:
+            session.merge(model(**values))
+            return
+        statement = insert(model).values(**values)
+        changed = {name: statement.excluded[name] for name in values if name not in key}
+        session.execute(statement.on_conflict_do_update(index_elements=key, set_=changed))
+
     def optuna_storage(self) -> optuna.storages.RDBStorage:
         """Optuna's RDB storage on the same database (created once, then reused)."""
         if self._optuna is None:
@@ -290,6 +520,35 @@ def _success(
         EvaluationRow.error.is_(None),
     )
     return session.scalars(query).one_or_none()
+
+
+def _profile(session: Session, arch_id: str, fingerprint: str) -> LatencyProfileRow | None:
+    query = select(LatencyProfileRow).where(
+        LatencyProfileRow.arch_id == arch_id, LatencyProfileRow.fingerprint == fingerprint
+    )
+    return session.scalars(query).one_or_none()
+
+
+def _kernel_values(
+    fingerprint: str, rows: Iterable[tuple[Mapping[str, Any], str, float]]
+) -> dict[str, dict[str, Any]]:
+    """The checked column values of ``rows`` by key hash; a repeated key keeps its first."""
+    created_at = utcnow()
+    values: dict[str, dict[str, Any]] = {}
+    for number, row in enumerate(rows):
+        try:
+            key, path, ms = row
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"rows[{number}] must be a (key, path, ms) tuple, but got {row!r}"
+            ) from None
+        text = canonical_json(key, f"rows[{number}] key")
+        path = check_text(f"rows[{number}] path", path, NAME_LENGTH)
+        ms = check_finite(f"rows[{number}] ms", ms, 0)
+        key_hash = key_hash_of(text)
+        values.setdefault(key_hash, dict(fingerprint=fingerprint, key_hash=key_hash, key=text,
+                                         path=path, ms=ms, created_at=created_at))  # fmt: skip
+    return values
 
 
 def _check_length(field: str, value: str, limit: int) -> None:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from nas._errors import StorageError
 from nas.storage import EvaluationRecord, Store, check_url
 
-OURS = {"architectures", "evaluations"}
+OURS = {"architectures", "evaluations", "latency_profiles", "latency_kernels", "latency_predictors"}
 OPTUNAS = {"studies", "trials", "trial_params", "trial_values", "version_info"}
 FP = "f" * 64
 
