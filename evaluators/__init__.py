@@ -33,6 +33,8 @@ from nas.evaluators._datasets import (
 # Importing the proxy modules registers the built-in evaluators, in this order
 # (_ensemble imports _proxies and _proxies_extra first: its defaults are among them).
 from nas.evaluators._ensemble import Ensemble, ensemble_of, rank_ensemble
+from nas.evaluators._export import ExportedModel, LayerExport, export_onnx
+from nas.evaluators._latency import Hardware, Latency, LatencySettings, Profile
 from nas.evaluators._proxies import NASWOT, SNIP, GradNorm, SynFlow
 from nas.evaluators._proxies_extra import Fisher, GraSP, JacobCov, Zen, ZiCo
 from nas.evaluators._size_proxies import MACs, Params
@@ -47,6 +49,12 @@ __all__ = [
     "DatasetFactory",
     "Direction",
     "Ensemble",
+    "ExportedModel",
+    "Hardware",
+    "Latency",
+    "LatencySettings",
+    "LayerExport",
+    "Profile",
     "EvalContext",
     "Evaluator",
     "Fisher",
@@ -65,6 +73,7 @@ __all__ = [
     "dataset_infos",
     "ensemble_of",
     "evaluator_infos",
+    "export_onnx",
     "get_evaluator",
     "load_dataset",
     "rank_ensemble",

@@ -155,6 +155,13 @@ class Evaluator(abc.ABC):
         """
         return {}
 
+    def attach_store(self, store: Any) -> None:
+        """Hook: an evaluator that keeps its own records (latency) gets the study's store.
+
+        The store is an object with methods (``nas.storage.Store``); no SQL here.
+        Called once by the driver before the first evaluation; a no-op by default.
+        """
+
     @abc.abstractmethod
     def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
         """The scores of ``arch``, keyed by the names in ``metrics``."""
