@@ -58,7 +58,13 @@ def search(
         if on_start is not None:
             on_start(plan, study)
         scheduler = Scheduler(
-            study, plan.space, plan.evaluators, plan.context, plan.objectives, store
+            study,
+            plan.space,
+            plan.evaluators,
+            plan.context,
+            plan.objectives,
+            store,
+            constraints=plan.constraints,
         )
         summary = scheduler.run(cfg.trials, cfg.timeout, callbacks)
     finally:
@@ -108,6 +114,10 @@ def _existing_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
     return len(storage.get_all_trials(study_id, deepcopy=False))
 
 
+#: What a study created before an attr existed had instead: no constraints, for instance.
+_ABSENT_ATTRS: dict[str, Any] = {"nas.constraints": {}}
+
+
 def _check_same_search(
     study: optuna.Study, attrs: dict[str, Any], directions: Sequence[str]
 ) -> None:
@@ -116,9 +126,9 @@ def _check_same_search(
             "study", f"study {study.study_name!r} has other objectives; choose another --study"
         )
     for key, value in attrs.items():
-        stored = study.user_attrs.get(key)
+        stored = study.user_attrs.get(key, _ABSENT_ATTRS.get(key))
         if json.dumps(stored, sort_keys=True) != json.dumps(value, sort_keys=True):
-            what = key.removeprefix("nas.")
+            what = "set of constraints" if key == "nas.constraints" else key.removeprefix("nas.")
             raise ConfigError(
                 "study",
                 f"study {study.study_name!r} was created with another {what}; "
@@ -158,12 +168,13 @@ def studies(storage: str = "sqlite:///nas.db") -> list[dict[str, Any]]:
 
 
 def study_status(study: optuna.Study) -> dict[str, Any]:
-    """Counts by state, objectives, best values and failure reasons of one study."""
+    """Counts by state (and of feasible trials), objectives, constraints and failure reasons."""
     row = _study_row(study)
     failures: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         reason = str(t.user_attrs.get("error", "unknown"))
         failures[reason] = failures.get(reason, 0) + 1
+    row["constraints"] = _constraints(study)
     row["failures"] = failures
     row["space"] = study.user_attrs.get("nas.space", {}).get("name")
     row["dataset"] = study.user_attrs.get("nas.dataset", {}).get("name")
@@ -180,8 +191,30 @@ def _study_row(study: optuna.Study) -> dict[str, Any]:
         "objectives": _objective_labels(study),
         "trials": len(trials),
         **{k: v for k, v in counts.items() if k in ("complete", "fail", "running", "pruned")},
-        "pareto_size": len(study.best_trials) if counts["complete"] else 0,
+        "feasible": sum(_feasible(t) for t in trials),
+        "pareto_size": len(_front(study)),
     }
+
+
+def _constraints(study: optuna.Study) -> dict[str, float]:
+    return dict(study.user_attrs.get("nas.constraints", {}))
+
+
+def _feasible(trial: FrozenTrial) -> bool:
+    """COMPLETE and within every limit (a trial told no constraints is within them all)."""
+    return trial.state == TrialState.COMPLETE and all(v <= 0 for v in trial.constraints.values())
+
+
+def _front(study: optuna.Study) -> list[FrozenTrial]:
+    """The non-dominated trials among the feasible COMPLETE ones.
+
+    Optuna 5's ``best_trials`` computes the front over feasible trials once any trial
+    has a constraint (documented, and tested here); the filter makes sure that no
+    infeasible trial is shown whatever a later Optuna does.
+    """
+    if not any(_feasible(t) for t in study.get_trials(deepcopy=False)):
+        return []
+    return [t for t in study.best_trials if _feasible(t)]
 
 
 def _objective_labels(study: optuna.Study) -> list[str]:
@@ -190,25 +223,24 @@ def _objective_labels(study: optuna.Study) -> list[str]:
 
 
 def pareto(study: optuna.Study) -> list[dict[str, Any]]:
-    """The non-dominated trials (the best one for a single objective), as rows.
+    """The non-dominated feasible trials (the best one for a single objective), as rows.
 
-    Each row has the trial number, the objective values by name, the arch_id,
-    the architecture summary and its cost.
+    Only COMPLETE trials within every constraint count: an infeasible candidate is
+    never on the front, even one that would dominate it. Each row has the trial
+    number, the objective values by name, the arch_id, the architecture summary,
+    its cost and the constrained metrics.
     """
     names = study.metric_names or [f"objective{i}" for i in range(len(study.directions))]
-    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not completed:
-        return []
-    best = study.best_trials
-    return [_trial_row(t, names) for t in sorted(best, key=lambda t: t.values)]
+    extra = ("params", "macs", "bytes", *_constraints(study))
+    return [_trial_row(t, names, extra) for t in sorted(_front(study), key=lambda t: t.values)]
 
 
-def _trial_row(trial: FrozenTrial, names: list[str]) -> dict[str, Any]:
+def _trial_row(trial: FrozenTrial, names: list[str], extra: Sequence[str]) -> dict[str, Any]:
     attrs = trial.user_attrs
     row: dict[str, Any] = {"trial": trial.number}
     row.update(dict(zip(names, trial.values, strict=True)))
     row["arch_id"] = attrs.get("arch_id")
-    for key in ("params", "macs", "bytes"):
+    for key in extra:
         if key not in row and key in attrs:
             row[key] = attrs[key]
     row["arch"] = attrs.get("arch")

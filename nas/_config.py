@@ -7,11 +7,13 @@ checking everything *before* anything is written to a database.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationError, field_validator
 
 from nas._errors import ConfigError
 from nas.search_space._cost import Cost
@@ -87,6 +89,8 @@ class SearchConfig(BaseModel):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     storage: str = "sqlite:///nas.db"
     study: str = Field(default="nas", min_length=1)
+    #: metric -> the most it may be; a candidate over any limit is infeasible.
+    constraints: dict[str, StrictFloat] = {}
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -103,15 +107,48 @@ class SearchConfig(BaseModel):
     def _objectives(cls, value: Any) -> Any:
         return [_objective(v) for v in value] if isinstance(value, list | tuple) else value
 
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, value: dict[str, float]) -> dict[str, float]:
+        for metric, limit in value.items():
+            if not (math.isfinite(limit) and limit > 0):
+                raise ConfigError(metric, f"a limit must be finite and > 0, got {limit}")
+        return value
+
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> SearchConfig:
     """A config from a YAML/JSON file (or the defaults), with ``overrides`` applied on top.
 
     ``None`` overrides are ignored, so CLI options left unset keep the file's value.
+    ``constraints`` extend the file's, metric by metric, instead of replacing them.
     """
     data: dict[str, Any] = read_mapping(Path(path), "config") if path is not None else {}
+    limits = overrides.pop("constraints", None)
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if limits is not None:
+        base = data.get("constraints", {})
+        merge = isinstance(base, dict) and isinstance(limits, dict)
+        data["constraints"] = {**base, **limits} if merge else limits
     return config_from_dict(data)
+
+
+def parse_constraint(text: str) -> tuple[str, float]:
+    """``"params<=50000"`` -> ``("params", 50000.0)``; anything else is a ConfigError.
+
+    Example:
+        >>> parse_constraint("bytes <= 2e5")
+        ('bytes', 200000.0)
+    """
+    metric, sep, limit = text.partition("<=")
+    try:
+        value = float(limit)
+    except ValueError:
+        value = math.nan
+    if not sep or not metric.strip() or math.isnan(value):
+        raise ConfigError(
+            "constraint", f"expected METRIC<=VALUE (e.g. params<=50000), got {text!r}"
+        )
+    return metric.strip(), value
 
 
 def config_from_dict(data: dict[str, Any]) -> SearchConfig:
@@ -129,11 +166,16 @@ class Objective:
     direction: Direction
 
 
+def _available(evaluator_directions: Mapping[str, Direction]) -> dict[str, Direction]:
+    """Every metric a search can use, with its default direction."""
+    return {**{m: "minimize" for m in COST_METRICS}, **evaluator_directions}
+
+
 def resolve_objectives(
     config: SearchConfig, evaluator_directions: dict[str, Direction]
 ) -> list[Objective]:
     """Check every objective names a metric the evaluators or the cost model produce."""
-    available = {**{m: "minimize" for m in COST_METRICS}, **evaluator_directions}
+    available = _available(evaluator_directions)
     objectives = []
     for i, obj in enumerate(config.objectives):
         if obj.metric not in available:
@@ -146,3 +188,17 @@ def resolve_objectives(
     if len({o.metric for o in objectives}) != len(objectives):
         raise ConfigError("objectives", "each metric may appear once")
     return objectives
+
+
+def resolve_constraints(
+    config: SearchConfig, evaluator_directions: dict[str, Direction]
+) -> dict[str, float]:
+    """Check every constraint limits a metric the evaluators or the cost model produce."""
+    available = _available(evaluator_directions)
+    for metric in config.constraints:
+        if metric not in available:
+            raise ConfigError(
+                f"constraints.{metric}",
+                f"unknown metric {metric!r}; available: {', '.join(available)}",
+            )
+    return dict(sorted(config.constraints.items()))

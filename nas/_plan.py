@@ -6,10 +6,10 @@ URL last, so bad input leaves the database untouched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from nas._config import Objective, SearchConfig, resolve_objectives
+from nas._config import Objective, SearchConfig, resolve_constraints, resolve_objectives
 from nas._errors import ConfigError
 from nas.evaluators import EvalContext, Evaluator, get_evaluator, load_dataset
 from nas.search_space import SearchSpace, get_space
@@ -27,6 +27,8 @@ class Plan:
     evaluators: tuple[Evaluator, ...]
     context: EvalContext
     objectives: tuple[Objective, ...]
+    #: metric -> the most it may be (sorted by metric); a candidate over a limit is infeasible.
+    constraints: dict[str, float] = field(default_factory=dict)
 
     def max_epochs(self) -> int | None:
         """The most epochs any evaluator trains for (a pruner's resource), if any trains."""
@@ -40,6 +42,7 @@ class Plan:
             "nas.dataset": self.config.dataset.model_dump(mode="json"),
             "nas.evaluators": [e.model_dump(mode="json") for e in self.config.evaluators],
             "nas.objectives": [f"{o.direction}:{o.metric}" for o in self.objectives],
+            "nas.constraints": dict(self.constraints),
         }
 
 
@@ -58,6 +61,7 @@ def make_plan(config: SearchConfig) -> Plan:
         directions.update(ev.directions)
         directions.update(ev.study_metrics)
     objectives = tuple(resolve_objectives(config, directions))
+    constraints = resolve_constraints(config, directions)
     SAMPLERS.get(config.sampler, "sampler")
     PRUNERS.get(config.pruner, "pruner")
     if config.pruner != "none" and len(objectives) != 1:
@@ -70,7 +74,7 @@ def make_plan(config: SearchConfig) -> Plan:
         data, seed=config.eval_seed, device=_device(config.device), batch_size=config.batch_size
     )
     check_url(config.storage)
-    return Plan(config, space, evaluators, context, objectives)
+    return Plan(config, space, evaluators, context, objectives, constraints)
 
 
 def _evaluator(i: int, name: str, settings: dict[str, Any]) -> Evaluator:

@@ -73,15 +73,45 @@ def search(
     study: Annotated[
         str | None, typer.Option(help="Study name; an existing one is continued.")
     ] = None,
+    # Numbers are parsed here, not by Typer, so that a bad one is a one-line error too.
+    max_latency_ms: Annotated[
+        str | None,
+        typer.Option(
+            metavar="<float>",
+            help="Constraint: latency_ms <= this (needs an evaluator that measures it).",
+        ),
+    ] = None,
+    max_bytes: Annotated[
+        str | None,
+        typer.Option(metavar="<float>", help="Constraint: bytes (weights at their bits) <= this."),
+    ] = None,
+    max_bitops: Annotated[
+        str | None, typer.Option(metavar="<float>", help="Constraint: bitops <= this.")
+    ] = None,
+    constraint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--constraint",
+            "-c",
+            help="METRIC<=VALUE, repeatable; any metric, e.g. -c params<=50000.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Search a space for architectures that are good and cheap.
 
     With no arguments: the built-in space cnn-small on scikit-learn's digits,
     scored by the naswot proxy against MACs, stored in ./nas.db as study "nas".
+
+    Constraints (--max-bytes, --max-bitops, --max-latency-ms, --constraint) add to
+    the config's: a candidate over a limit is kept, marked infeasible, steered
+    away from by the sampler and never shown on the Pareto front.
     """
     import nas
 
+    limits = _limits(
+        {"latency_ms": max_latency_ms, "bytes": max_bytes, "bitops": max_bitops}, constraint or []
+    )
     cfg = nas.load_config(
         config,
         space=space,
@@ -96,19 +126,47 @@ def search(
         device=device,
         storage=storage,
         study=study,
+        constraints=limits or None,
     )
     with _SearchProgress(cfg.trials, quiet) as progress:
         result = nas.search(cfg, callbacks=[progress.update], on_start=progress.start)
     s = result.summary
     emit(result.pareto, Format.table, f"Pareto front of study {cfg.study!r}")
     total = s.evaluations_run + s.evaluations_reused
+    feasible = f" ({s.feasible} feasible)" if cfg.constraints else ""
     err.print(
-        f"{s.complete} trials complete, {s.failed} failed"
+        f"{s.complete} trials complete{feasible}, {s.failed} failed"
         + (f", {s.pruned} pruned" if s.pruned else "")
         + f" in {s.seconds:.1f} s; "
         f"evaluations: {s.evaluations_run} run, {s.evaluations_reused} of {total} reused "
         f"from storage. Study {cfg.study!r} has {len(result.study.trials)} trials."
     )
+
+
+def _limits(flags: dict[str, str | None], constraints: list[str]) -> dict[str, float]:
+    """The constraints given on the command line; a metric limited twice is an error."""
+    from nas._config import parse_constraint
+    from nas._errors import ConfigError
+
+    pairs = [(metric, _number(metric, text)) for metric, text in flags.items() if text is not None]
+    pairs += [parse_constraint(text) for text in constraints]
+    limits: dict[str, float] = {}
+    for metric, value in pairs:
+        if metric in limits:
+            raise ConfigError(
+                f"constraints.{metric}", f"limited twice ({limits[metric]:g} and {value:g})"
+            )
+        limits[metric] = value
+    return limits
+
+
+def _number(metric: str, text: str) -> float:
+    from nas._errors import ConfigError
+
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"constraints.{metric}", f"expected a number, got {text!r}") from None
 
 
 class _SearchProgress:
@@ -140,7 +198,7 @@ class _SearchProgress:
         self.started = True
 
     def update(self, outcome: Any) -> None:
-        if outcome.values:
+        if outcome.values and outcome.feasible:
             value = outcome.values[0]
             if self.best is None or self.sign * value > self.sign * self.best:
                 self.best = value

@@ -3,6 +3,10 @@
 The driver owns the study and is its only writer. Before an evaluation runs,
 ``(arch_id, evaluator, fingerprint)`` is looked up in storage: a network already
 evaluated with the same settings is never evaluated again, in any study.
+
+Constraints (metric -> limit) are told to Optuna with ``trial.set_constraint``
+before ``study.tell``: a finished trial can no longer be changed, and Optuna 5's
+samplers and ``study.best_trials`` read them from there.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class TrialOutcome:
     evaluated: int
     reused: int
     error: str | None = None
+    feasible: bool = True
 
 
 @dataclass
@@ -48,6 +53,7 @@ class SearchSummary:
     complete: int = 0
     failed: int = 0
     pruned: int = 0
+    feasible: int = 0
     evaluations_run: int = 0
     evaluations_reused: int = 0
     seconds: float = 0.0
@@ -56,6 +62,7 @@ class SearchSummary:
     def add(self, outcome: TrialOutcome) -> None:
         self.outcomes.append(outcome)
         self.complete += outcome.state == TrialState.COMPLETE
+        self.feasible += outcome.state == TrialState.COMPLETE and outcome.feasible
         self.failed += outcome.state == TrialState.FAIL
         self.pruned += outcome.state == TrialState.PRUNED
         self.evaluations_run += outcome.evaluated
@@ -74,7 +81,12 @@ class _Evaluated:
 
 
 class Scheduler:
-    """Runs the ask -> sample -> evaluate/reuse -> tell loop over one study."""
+    """Runs the ask -> sample -> evaluate/reuse -> tell loop over one study.
+
+    ``constraints`` maps a metric to the most it may be; a complete trial over
+    any limit is infeasible: Optuna's samplers rank it below every feasible one
+    and ``study.best_trials`` leaves it out.
+    """
 
     def __init__(
         self,
@@ -85,6 +97,7 @@ class Scheduler:
         objectives: Sequence[Objective],
         store: Store,
         worker: Worker | None = None,
+        constraints: Mapping[str, float] | None = None,
     ) -> None:
         self.study = study
         self.space = space
@@ -93,6 +106,7 @@ class Scheduler:
         self.objectives = tuple(objectives)
         self.store = store
         self.worker = worker or LocalWorker()
+        self.constraints = dict(constraints or {})
         self._fingerprints = {ev.name: ev.fingerprint(context) for ev in self.evaluators}
 
     def run(
@@ -134,7 +148,7 @@ class Scheduler:
         done = self._evaluate(trial, arch, {k: float(v) for k, v in cost.as_dict().items()})
         for key, value in done.metrics.items():
             trial.set_user_attr(key, json_float(value))
-        state, values = self._tell(trial, done)
+        state, values, feasible = self._tell(trial, done)
         return TrialOutcome(
             trial.number,
             arch,
@@ -144,6 +158,7 @@ class Scheduler:
             done.evaluated,
             done.reused,
             done.error,
+            feasible,
         )
 
     def _evaluate(
@@ -167,20 +182,48 @@ class Scheduler:
 
     def _tell(
         self, trial: optuna.Trial, done: _Evaluated
-    ) -> tuple[TrialState, tuple[float, ...] | None]:
+    ) -> tuple[TrialState, tuple[float, ...] | None, bool]:
         if done.pruned_at is not None:
             trial.set_user_attr("pruned_at_epoch", done.pruned_at)
             self.study.tell(trial, state=TrialState.PRUNED)
-            return TrialState.PRUNED, None
+            return TrialState.PRUNED, None, False
         values = None if done.error else self._values(done.metrics)
         if isinstance(values, str):
             done.error, values = values, None
+        excess = None if done.error else self._excess(done.metrics)
+        if isinstance(excess, str):
+            done.error, excess = excess, None
         if done.error is not None:
             trial.set_user_attr("error", done.error)
             self.study.tell(trial, state=TrialState.FAIL)
-            return TrialState.FAIL, None
+            return TrialState.FAIL, None, False
+        feasible = self._constrain(trial, excess or {})
         self.study.tell(trial, list(values or ()))
-        return TrialState.COMPLETE, values
+        return TrialState.COMPLETE, values, feasible
+
+    def _excess(self, metrics: dict[str, float]) -> dict[str, float] | str:
+        """``value - limit`` per constraint (<= 0 is satisfied), or why it cannot be known."""
+        excess = {}
+        for metric, limit in self.constraints.items():
+            value = metrics.get(metric, math.nan)
+            if math.isnan(value):
+                return f"constraint {metric} is {'NaN' if metric in metrics else 'missing'}"
+            excess[metric] = value - limit
+        return excess
+
+    def _constrain(self, trial: optuna.Trial, excess: dict[str, float]) -> bool:
+        """Tell Optuna the constraints (before ``tell``); user attrs repeat them for the dashboard.
+
+        optuna-dashboard 0.21 does not show Optuna 5's per-name constraints.
+        """
+        if not self.constraints:
+            return True
+        for metric, value in excess.items():
+            trial.set_constraint(metric, value)
+        feasible = all(v <= 0 for v in excess.values())
+        trial.set_user_attr("constraints", {k: json_float(v) for k, v in excess.items()})
+        trial.set_user_attr("feasible", feasible)
+        return feasible
 
     def _result(
         self, arch: Architecture, ev: Evaluator, trial: optuna.Trial
