@@ -155,12 +155,23 @@ class Evaluator(abc.ABC):
         """
         return {}
 
+    #: Metrics that are estimates the driver may have :meth:`confirm`-ed by a measurement
+    #: (latency in mode auto: predicted, measured when it decides the front or a limit).
+    confirm_metrics: tuple[str, ...] = ()
+    #: How near a constraint's limit (as a fraction of it) an estimate counts as deciding.
+    confirm_margin: float = 0.1
+
+    def confirm(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+        """The measured values of :attr:`confirm_metrics` (only evaluators that have any)."""
+        raise NotImplementedError(f"{self.name} has no metrics to confirm")
+
     def attach_store(self, store: Any) -> None:
         """Hook: an evaluator that keeps its own records (latency) gets the study's store.
 
         The store is an object with methods (``nas.storage.Store``); no SQL here.
         Called once by the driver before the first evaluation; a no-op by default.
         """
+        del store
 
     @abc.abstractmethod
     def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:

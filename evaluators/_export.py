@@ -31,7 +31,7 @@ Runtime's QDQ fusions look for: ``DQ(x) -> Conv(DQ(w_int), DQ(b_int32)) -> Relu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -61,7 +61,7 @@ _INT_TYPE: dict[int, tuple[int, int]] = {
     16: (TensorProto.INT16, TensorProto.UINT16),
 }
 _TYPE_BITS = {t: bits for bits, pair in _INT_TYPE.items() for t in pair}
-_NP_TYPE = {
+_NP_TYPE: dict[int, type[np.generic]] = {
     TensorProto.INT4: np.int8,
     TensorProto.UINT4: np.uint8,
     TensorProto.INT8: np.int8,
@@ -165,7 +165,7 @@ class _Graph:
         self._names.add(name)
         return name
 
-    def node(self, op: str, inputs: list[str], name: str, **attrs: object) -> str:
+    def node(self, op: str, inputs: list[str], name: str, **attrs: Any) -> str:
         node_name = self._unique(name)
         out = self._unique(f"{node_name}:out")
         self.nodes.append(helper.make_node(op, inputs, [out], name=node_name, **attrs))
@@ -364,11 +364,11 @@ class _Graph:
             return None, None
         return x_scale, w_scale
 
-    def _pool(self, op: str, m: nn.Module, x: str, path: str) -> str:
-        rank = 1 if isinstance(m, nn.MaxPool1d | nn.AvgPool1d) else 2
-        pad = list(_tuple(m.padding, rank))  # type: ignore[attr-defined]
-        kwargs: dict[str, object] = {}
-        if op == "MaxPool" and any(d != 1 for d in _tuple(m.dilation, rank)):  # type: ignore[attr-defined]
+    def _pool(self, op: str, module: nn.Module, x: str, path: str) -> str:
+        rank = 1 if isinstance(module, nn.MaxPool1d | nn.AvgPool1d) else 2
+        m: Any = module  # MaxPool and AvgPool: kernel_size, stride, padding
+        pad = list(_tuple(m.padding, rank))
+        if op == "MaxPool" and any(d != 1 for d in _tuple(m.dilation, rank)):
             raise EvaluationError(f"export: {path}: dilated pooling")
         if getattr(m, "ceil_mode", False):
             raise EvaluationError(f"export: {path}: ceil_mode pooling")
@@ -376,10 +376,9 @@ class _Graph:
             op,
             [x],
             f"{path}/{op.lower()}",
-            kernel_shape=list(_tuple(m.kernel_size, rank)),  # type: ignore[attr-defined]
-            strides=list(_tuple(m.stride or m.kernel_size, rank)),  # type: ignore[attr-defined]
+            kernel_shape=list(_tuple(m.kernel_size, rank)),
+            strides=list(_tuple(m.stride or m.kernel_size, rank)),
             pads=pad + pad,
-            **kwargs,
         )
 
     def _batchnorm(self, bn: nn.Module, x: str, path: str) -> str:

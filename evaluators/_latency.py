@@ -124,8 +124,13 @@ class LatencySettings(BaseModel):
     reference: bool = Field(
         default=False, description="interleave a fixed reference model; adds latency_ratio"
     )
-    mode: Literal["measure", "predict"] = Field(
-        default="measure", description="predict: the calibrated predictor (nas profile --calibrate)"
+    mode: Literal["measure", "predict", "auto"] = Field(
+        default="measure",
+        description="predict: the calibrated predictor (nas profile --calibrate); auto: "
+        "predict, and measure the candidates that would enter the front or sit near a limit",
+    )
+    margin: float = Field(
+        default=0.2, gt=0, description="auto: 'near a limit' means within this fraction of it"
     )
 
     @field_validator("provider")
@@ -160,7 +165,7 @@ class LatencySettings(BaseModel):
         """SHA-256 hex of the hardware and the protocol: equal means comparable numbers."""
         payload = {
             "hardware": (hardware or self.hardware()).as_dict(),
-            "protocol": self.model_dump(mode="json", exclude={"mode"}),
+            "protocol": self.model_dump(mode="json", exclude={"mode", "margin"}),
             "version": 1,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -221,7 +226,7 @@ def run_protocol(
             path = Path(tmp, f"model{i}.onnx")
             path.write_bytes(model)
             paths.append(str(path))
-        request = {
+        request: dict[str, Any] = {
             "models": paths,
             "provider": settings.provider,
             "threads": settings.threads,
@@ -451,21 +456,30 @@ class Latency(Evaluator):
         self.hardware = self.protocol.hardware()
         self.hardware_fingerprint = self.protocol.fingerprint(self.hardware)
         if self.protocol.reference:
-            self.metrics = (*type(self).metrics, "latency_ratio")
-            self.directions = {**type(self).directions, "latency_ratio": "minimize"}
-        if self.protocol.mode == "predict":
-            self.metrics = ("latency_ms",)
-            self.directions = {"latency_ms": "minimize"}
+            self.metrics = (*type(self).metrics, "latency_ratio")  # type: ignore[misc]
+            self.directions = {**type(self).directions, "latency_ratio": "minimize"}  # type: ignore[misc]
+        if self.protocol.mode in ("predict", "auto"):
+            self.metrics = ("latency_ms", "latency_measured")  # type: ignore[misc]
+            self.directions = {"latency_ms": "minimize", "latency_measured": "maximize"}  # type: ignore[misc]
+        if self.protocol.mode == "auto":
+            self.confirm_metrics = ("latency_ms",)
+            self.confirm_margin = self.protocol.margin
         self.cache: LatencyCache | None = None
         self.predictor: Any = None
 
     def attach_store(self, store: Any) -> None:
         """Keep profiles in (and reuse them from) ``store``'s latency tables."""
         self.cache = store
-        if self.protocol.mode == "predict":
+        if self.protocol.mode in ("predict", "auto"):
             from nas.evaluators._predictor import LatencyPredictor
 
             self.predictor = LatencyPredictor.load(store, self.protocol)
+            if self.predictor is None:
+                raise ConfigError(
+                    "evaluators.latency.mode",
+                    "predict needs this machine's predictor in the database: "
+                    "run `nas profile --calibrate` first (or use mode measure)",
+                )
 
     def fingerprint(self, ctx: EvalContext) -> str:
         """The hardware and the protocol (+ the mode): the data set does not matter."""
@@ -474,14 +488,22 @@ class Latency(Evaluator):
         ).hexdigest()
 
     def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
-        if self.protocol.mode == "predict":
+        if self.protocol.mode in ("predict", "auto"):
             if self.predictor is None:
                 raise ConfigError(
                     "evaluators.latency.mode",
                     "predict needs a calibrated predictor: run `nas profile --calibrate` first",
                 )
-            return {"latency_ms": self.predictor.predict(arch)}
+            if self.cache is not None:  # a measurement beats a prediction
+                stored = self.cache.get_latency_profile(arch.arch_id, self.hardware_fingerprint)
+                if stored is not None:
+                    return {"latency_ms": stored.p10_ms, "latency_measured": 1.0}
+            return {"latency_ms": self.predictor.predict(arch), "latency_measured": 0.0}
         return self.measure(arch, ctx.seed).metrics()
+
+    def confirm(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+        """Mode auto: measure ``arch`` (or read its stored profile) instead of predicting."""
+        return {"latency_ms": self.measure(arch, ctx.seed).p10_ms, "latency_measured": 1.0}
 
     def measure(self, arch: Architecture, seed: int = 0) -> Profile:
         """The profile of ``arch`` on this fingerprint: stored, or measured now (then stored)."""
@@ -512,7 +534,7 @@ def profile_from_record(record: Any) -> Profile:
 
 
 def store_profile(
-    cache: LatencyCache, arch_id: str, fingerprint: str, hardware: Hardware, profile: Profile
+    cache: Any, arch_id: str, fingerprint: str, hardware: Hardware, profile: Profile
 ) -> Any:
     return cache.put_latency_profile(
         arch_id,

@@ -89,7 +89,7 @@ def measure(request: dict[str, Any]) -> list[dict[str, Any]]:
     reference = None
     if request.get("reference"):
         reference = _Bound(make_session(request["reference"], provider, threads), provider)
-    results = []
+    results: list[dict[str, Any]] = []
     for path in request["models"]:
         try:
             model = _Bound(make_session(path, provider, threads), provider)

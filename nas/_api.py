@@ -54,6 +54,8 @@ def search(
     cfg = plan.config
     store = Store(cfg.storage)
     try:
+        for ev in plan.evaluators:  # before the study: a predictor that is missing is bad input
+            ev.attach_store(store)  # latency keeps its profiles in the store's own tables
         study = _open_study(plan, store)
         if on_start is not None:
             on_start(plan, study)

@@ -103,7 +103,7 @@ def _read_target(
 
         if isinstance(exc, ValidationError):
             err = pydantic_error(exc)
-            raise ConfigError(f"{path.name}:{err.field}", err.message) from None
+            raise ConfigError(err.field, f"{err.message} (in {path.name})") from None
         raise ConfigError(path.name, f"not an architecture JSON: {exc}") from None
     return None, arch.arch_id, (), arch.to_json()
 

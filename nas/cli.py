@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from nas._errors import NasError
+from nas._errors import ConfigError, NasError
 from nas._render import Format, emit
 
 app = typer.Typer(
@@ -240,6 +240,110 @@ def pareto(
     emit(nas.pareto(nas.load_study(study, storage)), fmt, f"Pareto front of study {study!r}")
 
 
+@app.command(
+    epilog="Examples: nas profile arch.json --format json | nas profile model.onnx --processes 1"
+    " | nas profile --calibrate --space cnn-small --dataset digits --models 20"
+)
+def profile(
+    target: Annotated[
+        Path | None,
+        typer.Argument(help="An architecture (.json, as in trial user attrs) or a .onnx model."),
+    ] = None,
+    calibrate: Annotated[
+        bool,
+        typer.Option("--calibrate", help="Build this machine's latency predictor and store it."),
+    ] = False,
+    space: Annotated[str, typer.Option(help="--calibrate: the space to sample.")] = "cnn-small",
+    dataset: Annotated[
+        str, typer.Option(help="--calibrate: the data set giving the input shape.")
+    ] = "digits",
+    models: Annotated[
+        int, typer.Option(help="--calibrate: whole models to measure for the correction.")
+    ] = 20,
+    runs: Annotated[int | None, typer.Option(help="Timed runs per process (200).")] = None,
+    processes: Annotated[
+        int | None, typer.Option(help="Fresh processes; the median is taken (3).")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads (1).")] = None,
+    provider: Annotated[
+        str | None, typer.Option(help="cpu | cuda | tensorrt (onnxruntime-gpu).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch of the exported model (1).")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="qdq (quantized layers as QDQ) | float.")
+    ] = None,
+    low_bits: Annotated[
+        str | None, typer.Option(help="Weights below 8 bits as int4 | int8.")
+    ] = None,
+    reference: Annotated[
+        bool, typer.Option(help="Interleave a fixed reference model; report the ratio.")
+    ] = False,
+    remeasure: Annotated[
+        bool, typer.Option(help="Measure even if this fingerprint has a stored profile.")
+    ] = False,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Database URL for the latency cache (default sqlite:///nas.db)."),
+    ] = "sqlite:///nas.db",
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Latency of one model on ONNX Runtime, under the measurement protocol.
+
+    The protocol: 1 intra-op thread, sequential execution, full graph optimization,
+    IOBinding, warm-up of 10 runs and 0.5 s, 200 timed runs, in 3 fresh processes;
+    latency_ms is the p10 (median across processes). Results are stored per
+    hardware fingerprint (CPU, cores, ORT version, provider, threads, batch,
+    precision): profiling again on the same fingerprint reads the stored row.
+
+    With --calibrate: time every distinct kernel of --models sampled architectures
+    once, measure those architectures whole, fit the predictor and store it (the
+    `latency` evaluator's mode predict uses it).
+    """
+    from nas._profile import calibrate as run_calibrate
+    from nas._profile import latency_settings
+    from nas._profile import profile as run_profile
+
+    settings = latency_settings(
+        runs=runs,
+        processes=processes,
+        threads=threads,
+        provider=provider,
+        batch_size=batch_size,
+        precision=precision,
+        low_bits=low_bits,
+        reference=reference or None,
+    )
+    if calibrate:
+        if target is not None:
+            raise ConfigError("target", "--calibrate samples its own models; give no TARGET")
+        from nas.evaluators import load_dataset
+
+        data = load_dataset(dataset)
+        with err.status("calibrating the latency predictor") as status:
+            result = run_calibrate(
+                space,
+                data.input_shape,
+                data.num_classes,
+                settings,
+                storage=storage or "sqlite:///nas.db",
+                models=models,
+                progress=lambda text: status.update(text),
+            )
+        emit(result, fmt, "Latency predictor")
+        return
+    if target is None:
+        raise ConfigError("target", "give an ARCH.json or MODEL.onnx, or --calibrate")
+    with err.status(f"profiling {target}"):
+        row = run_profile(target, settings, storage=storage, remeasure=remeasure)
+    if fmt == Format.json:
+        emit(row, fmt)
+        return
+    paths = row.pop("kernel_paths")
+    emit(row, fmt, f"Latency of {target}")
+    if paths:
+        emit(paths, fmt, "Kernel path of each weighted layer (what ONNX Runtime ran)")
+
+
 @app.command(epilog="Example: nas spaces --format json")
 def spaces(fmt: FormatOpt = Format.table) -> None:
     """The built-in search spaces, with a one-line description each."""
@@ -272,7 +376,12 @@ def main() -> None:
     try:
         app()
     except NasError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        # The message is text, not markup: "[ONNXRuntimeError]" or "a.json:x:" must print as is.
+        err.print(
+            f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted; finished trials are stored")

@@ -178,7 +178,53 @@ class Scheduler:
                 done.error = result.error or f"{ev.name}: failed"
                 return done
         metrics.update(self._study_values(metrics))
+        self._confirm(arch, metrics, done)
         return done
+
+    def _confirm(self, arch: Architecture, metrics: dict[str, float], done: _Evaluated) -> None:
+        """Replace estimates by measurements where they decide something.
+
+        An evaluator with ``confirm_metrics`` (latency in mode auto: predicted) is
+        asked to :meth:`~nas.evaluators.Evaluator.confirm` a candidate whose
+        objective values are not dominated by any feasible completed trial (it
+        would enter the front), or whose estimate lies within ``confirm_margin``
+        of a constraint's limit. Everything else keeps the estimate, and so does
+        a candidate whose estimate is clearly over a limit.
+        """
+        for ev in self.evaluators:
+            if not ev.confirm_metrics or not self._decides(ev, metrics):
+                continue
+            try:
+                metrics.update(ev.confirm(arch, self.context))
+                done.evaluated += 1
+            except Exception as exc:  # the candidate's own failure, as in LocalWorker
+                done.error = failure_reason(exc)
+                return
+
+    def _decides(self, ev: Evaluator, metrics: dict[str, float]) -> bool:
+        for metric in ev.confirm_metrics:
+            limit = self.constraints.get(metric)
+            if limit is None:
+                continue
+            if abs(metrics[metric] - limit) <= ev.confirm_margin * limit:
+                return True
+            if metrics[metric] > limit:  # clearly infeasible: it cannot enter the front
+                return False
+        if not any(o.metric in ev.confirm_metrics for o in self.objectives):
+            return False
+        values = self._values(metrics)
+        if isinstance(values, str):
+            return False
+        signs = [1.0 if o.direction == "minimize" else -1.0 for o in self.objectives]
+        mine = [s * v for s, v in zip(signs, values, strict=True)]
+        states = (TrialState.COMPLETE,)
+        for t in self.study.get_trials(deepcopy=False, states=states):
+            if t.user_attrs.get("feasible") is False or t.values is None:
+                continue
+            theirs = [s * v for s, v in zip(signs, t.values, strict=True)]
+            if all(a <= b for a, b in zip(theirs, mine, strict=True)) and theirs != mine:
+                return False  # dominated: the estimate is good enough
+        return True
 
     def _tell(
         self, trial: optuna.Trial, done: _Evaluated

@@ -30,12 +30,13 @@ BUILT_INS = [
     "zen",
     "zico",
     "ensemble",
+    "latency",
     "params",
     "macs",
     "train",
 ]
 #: Evaluators whose one metric is not named after them.
-MANY_METRICS = {"ensemble", "train"}
+MANY_METRICS = {"ensemble", "train", "latency"}
 
 
 class _Scaled(Evaluator):
