@@ -17,8 +17,6 @@ per-family linear fit on MACs and tensor sizes stands in for them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ import numpy as np
 
 from nas.evaluators._latency import LatencySettings, run_protocol
 from nas.search_space._layers import layer_type
+from nas.storage import kernel_key_hash  # the store's own key rule
 
 if TYPE_CHECKING:
     from nas.search_space._architecture import Architecture, LayerSpec
@@ -36,12 +35,6 @@ if TYPE_CHECKING:
 KERNEL_RUNS = 100
 KERNEL_WARMUP_SECONDS = 0.05
 FEATURES = ("macs", "in_elems", "out_elems", "params")
-
-
-def kernel_key_hash(key: Mapping[str, Any]) -> str:
-    """SHA-256 hex of the key's canonical JSON (the same rule as the store's)."""
-    text = json.dumps(dict(key), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
