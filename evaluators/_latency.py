@@ -338,12 +338,7 @@ def kernel_paths(
         n for n in graph.node if n.op_type not in _LAYOUT_OPS and n.op_type != "DequantizeLinear"
     ]
     if not layers:
-        original = onnx.load_from_string(model).graph.node
-        layers = [
-            LayerExport(n.name or n.output[0], n.op_type, 32, 32, None, (n.name,))
-            for n in original
-            if n.op_type in ("Conv", "Gemm", "MatMul", "ConvInteger", "QLinearConv")
-        ]
+        layers = _layers_of(onnx.load_from_string(model).graph)
     out = []
     for layer in layers:
         name = layer.nodes[0]
@@ -366,6 +361,41 @@ def kernel_paths(
             }
         )
     return out
+
+
+_INT_BITS = {
+    onnx.TensorProto.INT4: 4,
+    onnx.TensorProto.UINT4: 4,
+    onnx.TensorProto.INT8: 8,
+    onnx.TensorProto.UINT8: 8,
+    onnx.TensorProto.INT16: 16,
+    onnx.TensorProto.UINT16: 16,
+}
+
+
+def _layers_of(graph: onnx.GraphProto) -> list[LayerExport]:
+    """The weighted layers of a model from a file, with bits read from its QDQ pairs."""
+    producer = {o: n for n in graph.node for o in n.output}
+    types = {t.name: t.data_type for t in graph.initializer}
+
+    def bits(value: str) -> int:
+        node = producer.get(value)
+        if node is None or node.op_type != "DequantizeLinear":
+            return 32
+        zero = node.input[2] if len(node.input) > 2 else ""
+        dtype = types.get(zero) or types.get(node.input[0])
+        if dtype is None and node.input[0] in producer:  # DQ(Q(x)): the Q's zero point
+            q = producer[node.input[0]]
+            dtype = types.get(q.input[2]) if len(q.input) > 2 else onnx.TensorProto.UINT8
+        return _INT_BITS.get(dtype or 0, 8)
+
+    return [
+        LayerExport(
+            n.name or n.output[0], n.op_type, bits(n.input[1]), bits(n.input[0]), None, (n.name,)
+        )
+        for n in graph.node
+        if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1
+    ]
 
 
 def _same_node(optimized: str, exported: str) -> bool:
@@ -534,7 +564,13 @@ def profile_from_record(record: Any) -> Profile:
 
 
 def store_profile(
-    cache: Any, arch_id: str, fingerprint: str, hardware: Hardware, profile: Profile
+    cache: Any,
+    arch_id: str,
+    fingerprint: str,
+    hardware: Hardware,
+    profile: Profile,
+    *,
+    replace: bool = False,
 ) -> Any:
     return cache.put_latency_profile(
         arch_id,
@@ -548,6 +584,7 @@ def store_profile(
         seconds=profile.seconds,
         reference_ratio=profile.reference_ratio,
         kernel_paths=profile.kernel_paths,
+        replace=replace,
     )
 
 

@@ -93,6 +93,7 @@ def measure(request: dict[str, Any]) -> list[dict[str, Any]]:
     for path in request["models"]:
         try:
             model = _Bound(make_session(path, provider, threads), provider)
+            model.run()  # some errors (a shape mismatch) show only when it runs
         except Exception as exc:  # onnxruntime raises its own exception types
             results.append({"error": _first_line(exc)})
             continue

@@ -7,6 +7,7 @@ measured again by a search on the same fingerprint, and the reverse.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,7 +81,7 @@ def profile(
             if store is not None:
                 if arch_text is not None:
                     _put_arch(store, arch_text)
-                store_profile(store, arch_id, fingerprint, hardware, result)
+                store_profile(store, arch_id, fingerprint, hardware, result, replace=remeasure)
     finally:
         if store is not None:
             store.close()
@@ -96,6 +97,10 @@ def _read_target(
     from nas.search_space import Architecture
 
     text = path.read_text(encoding="utf-8")
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(path.name, f"not JSON ({exc}); expected an architecture") from None
     try:
         arch = Architecture.from_json(text)
     except Exception as exc:  # pydantic or JSON errors: one line naming the file

@@ -9,7 +9,7 @@ from operator import index
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, func, inspect, select
+from sqlalchemy import Engine, delete, func, inspect, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -283,13 +283,15 @@ class Store:
         seconds: float,
         reference_ratio: float | None = None,
         kernel_paths: list[dict[str, Any]] | None = None,
+        replace: bool = False,
     ) -> LatencyProfileRecord:
         """Store one measured latency of ``arch_id`` on the hardware ``fingerprint``.
 
         ``hardware`` holds exactly the fingerprint's fields: cpu, cores,
         ort_version, provider, threads, batch_size, precision. If a profile is
         already stored for (arch_id, fingerprint) (another process won the
-        race), nothing is written and the stored one is returned.
+        race), nothing is written and the stored one is returned — unless
+        ``replace`` (a deliberate re-measurement), which replaces it.
 
         Example:
             >>> store = Store("sqlite:///:memory:")
@@ -330,6 +332,13 @@ class Store:
         )
         values = dict(vars(record), kernel_paths=paths)
         with self._session() as session:
+            if replace:
+                session.execute(
+                    delete(LatencyProfileRow).where(
+                        LatencyProfileRow.arch_id == arch_id,
+                        LatencyProfileRow.fingerprint == fingerprint,
+                    )
+                )
             target = dict(index_elements=["arch_id", "fingerprint"])
             if self._insert_ignoring_conflict(session, LatencyProfileRow, values, **target):
                 return record

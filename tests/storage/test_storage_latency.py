@@ -104,6 +104,13 @@ def test_second_profile_returns_the_first(store: Store) -> None:
     assert store.list_latency_profiles() == [first]
 
 
+def test_replace_swaps_the_stored_profile(store: Store) -> None:
+    _profile(store, p10_ms=1.0)
+    assert _profile(store, p10_ms=2.0, replace=True).p10_ms == 2.0
+    [record] = store.list_latency_profiles(arch_id="a1")
+    assert record.p10_ms == 2.0
+
+
 def test_profiles_are_distinct_by_arch_and_fingerprint(store: Store) -> None:
     keys = [("a1", FP), ("a1", FP2), ("a2", FP), ("a3", FP2)]
     written = [_profile(store, arch_id, fingerprint) for arch_id, fingerprint in keys]
