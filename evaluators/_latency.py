@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from nas._errors import ConfigError, EvaluationError
 from nas.evaluators._base import EvalContext, Evaluator, register_evaluator
 from nas.evaluators._export import ExportedModel, LayerExport, export_onnx
-from nas.evaluators._ort_runner import PROVIDERS
+from nas.evaluators._ort_runner import PROVIDERS, make_session
 
 if TYPE_CHECKING:
     from nas.search_space._architecture import Architecture
@@ -303,18 +303,8 @@ def optimized_graph(model: bytes, settings: LatencySettings) -> onnx.ModelProto:
     """The graph ONNX Runtime really runs, after its optimizations (fusions, QDQ -> int8)."""
     with tempfile.TemporaryDirectory(prefix="nas-optimized-") as tmp:
         out = Path(tmp, "optimized.onnx")
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = settings.threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = str(out)
-        options.log_severity_level = 3
         try:
-            providers = [PROVIDERS[settings.provider], "CPUExecutionProvider"]
-            ort.InferenceSession(
-                model, options, providers=providers[:1] if settings.provider == "cpu" else providers
-            )
+            make_session(model, settings.provider, settings.threads, str(out))
         except Exception as exc:  # onnxruntime's own exception types
             text = str(exc).strip().splitlines()
             raise EvaluationError(

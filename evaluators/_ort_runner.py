@@ -28,8 +28,13 @@ PROVIDERS = {
 }
 
 
-def make_session(model: str | bytes, provider: str, threads: int) -> Any:
-    """An ONNX Runtime session under the protocol's options."""
+def make_session(
+    model: str | bytes, provider: str, threads: int, optimized_path: str | None = None
+) -> Any:
+    """An ONNX Runtime session under the protocol's options.
+
+    ``optimized_path``: where ORT writes the graph it really runs (after its fusions).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -38,6 +43,8 @@ def make_session(model: str | bytes, provider: str, threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if optimized_path is not None:
+        options.optimized_model_filepath = optimized_path
     providers = [PROVIDERS[provider]]
     if provider != "cpu":
         providers.append("CPUExecutionProvider")
