@@ -225,7 +225,15 @@ def main() -> None:
     parser.add_argument("--calibrate", type=int, default=20)
     parser.add_argument("--held-out", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--markdown-only", action="store_true", help="rewrite the .md from the stored .json"
+    )
     args = parser.parse_args()
+    if args.markdown_only:
+        stem = RESULTS / f"latency_{args.space}"
+        report = json.loads(stem.with_suffix(".json").read_text())
+        stem.with_suffix(".md").write_text(markdown(report))
+        return
     shape = tuple(int(v) for v in args.input.split(","))
     space = get_space(args.space).for_data(shape, args.classes)
     archs = sample_random(space, 5 + args.calibrate + args.held_out, seed=args.seed)
@@ -261,7 +269,9 @@ def markdown(r: dict) -> str:  # type: ignore[type-arg]
         "",
         f"Machine: {hw['cpu']}, {hw['cores']} cores, ONNX Runtime {hw['ort_version']}, "
         f"{hw['provider']} provider, {hw['threads']} thread, batch {hw['batch_size']}. "
-        f"Whole run: {r['seconds'] / 60:.1f} min. `python benchmarks/latency.py`",
+        f"Whole run: {r['seconds'] / 60:.1f} min. "
+        f"`python benchmarks/latency.py --space {r['space']} --input "
+        f"{','.join(str(d) for d in r['input'])}`",
         "",
         "## Repeatability (full protocol: 3 fresh processes, p10, median across processes)",
         "",
@@ -325,9 +335,10 @@ def markdown(r: dict) -> str:  # type: ignore[type-arg]
         "",
         f"In the {p['calibrate_models'] + p['kernels_measured']['held_out']} "
         f"sampled mixed-precision architectures, {m['ran_as_int8']} of {m['eight_bit_layers']} "
-        f"layers with 8-bit weights and inputs ran as int8 kernels ({m['share'] * 100:.0f}%); the "
-        "rest had a float neighbour (no quantizer on their output), so ORT ran them as "
-        "DequantizeLinear + float kernels.",
+        f"layers with 8-bit weights and inputs ran as int8 kernels ({m['share'] * 100:.0f}%). The "
+        "rest have no 8-bit quantizer directly on their output (a residual add, a pooling layer, "
+        "or a float or sub-8-bit layer next), so ORT ran them as DequantizeLinear + float "
+        "kernels. Regenerate this page from the JSON with `--markdown-only`.",
         "",
         "| bits | architecture | int8 layers | kernels | quantized ms | float ms | ratio |",
         "|---|---|---|---|---|---|---|",
