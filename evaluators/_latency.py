@@ -353,7 +353,7 @@ def kernel_paths(
     return out
 
 
-_INT_BITS = {
+_INT_BITS: dict[int, int] = {
     onnx.TensorProto.INT4: 4,
     onnx.TensorProto.UINT4: 4,
     onnx.TensorProto.INT8: 8,
