@@ -321,19 +321,24 @@ class _Graph:
         gain = gamma / torch.sqrt(var + bn.eps)
         return gain, (beta - mean * gain).numpy()
 
-    def _conv(self, m: QConv1d | QConv2d, bn: nn.Module | None, x: str, path: str) -> str:
-        rank = 1 if isinstance(m, QConv1d) else 2
+    def _inputs(
+        self, m: QConv1d | QConv2d | QLinear, bn: nn.Module | None, x: str, path: str
+    ) -> list[str]:
+        """A weighted layer's three inputs: quantized ``x``, its (folded) weight and bias."""
         x_scale = self.act_scale(m.act_quant)
         xq = self.quant_act(x, m.act_quant, f"{path}/input")
-        gain, bias = self._fold(bn, m.out_channels)
+        gain, bias = self._fold(bn, m.weight.shape[0])
         if m.bias is not None:
             bias = bias + (m.bias.detach().double() * (gain if gain is not None else 1.0)).numpy()
         w, w_scale = self.weight(m.weight, m.wbits, gain, path)
-        b = self.bias(bias, *self._int8_scales(m, x_scale, w_scale), path)
+        return [xq, w, self.bias(bias, *self._int8_scales(m, x_scale, w_scale), path)]
+
+    def _conv(self, m: QConv1d | QConv2d, bn: nn.Module | None, x: str, path: str) -> str:
+        rank = 1 if isinstance(m, QConv1d) else 2
         pad = [int(p) for p in _tuple(m.padding, rank)]  # type: ignore[arg-type]
         out = self.node(
             "Conv",
-            [xq, w, b],
+            self._inputs(m, bn, x, path),
             f"{path}/conv",
             kernel_shape=list(_tuple(m.kernel_size, rank)),
             strides=list(_tuple(m.stride, rank)),
@@ -345,14 +350,7 @@ class _Graph:
         return out
 
     def _linear(self, m: QLinear, bn: nn.Module | None, x: str, path: str) -> str:
-        x_scale = self.act_scale(m.act_quant)
-        xq = self.quant_act(x, m.act_quant, f"{path}/input")
-        gain, bias = self._fold(bn, m.out_features)
-        if m.bias is not None:
-            bias = bias + (m.bias.detach().double() * (gain if gain is not None else 1.0)).numpy()
-        w, w_scale = self.weight(m.weight, m.wbits, gain, path)
-        b = self.bias(bias, *self._int8_scales(m, x_scale, w_scale), path)
-        out = self.node("Gemm", [xq, w, b], f"{path}/gemm", transB=1)
+        out = self.node("Gemm", self._inputs(m, bn, x, path), f"{path}/gemm", transB=1)
         self._record(path, "Gemm", m.wbits, m.act_quant.bits, self.nodes[-1].name)
         return out
 
