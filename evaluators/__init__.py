@@ -1,4 +1,4 @@
-"""What a candidate is worth: data sets, the evaluator contract, zero-cost proxies.
+"""What a candidate is worth: data sets, the evaluator contract, zero-cost proxies, tables.
 
 Example:
     >>> from nas.evaluators import EvalContext, get_evaluator, load_dataset
@@ -35,6 +35,7 @@ from nas.evaluators._datasets import (
 from nas.evaluators._ensemble import Ensemble, ensemble_of, rank_ensemble
 from nas.evaluators._export import ExportedModel, LayerExport, export_onnx
 from nas.evaluators._latency import Hardware, Latency, LatencySettings, Profile
+from nas.evaluators._nb201 import NB201, nb201_table, nb201_test_accuracy
 from nas.evaluators._proxies import NASWOT, SNIP, GradNorm, SynFlow
 from nas.evaluators._proxies_extra import Fisher, GraSP, JacobCov, Zen, ZiCo
 from nas.evaluators._size_proxies import MACs, Params
@@ -44,6 +45,7 @@ __all__ = [
     "DATASETS",
     "EVALUATORS",
     "NASWOT",
+    "NB201",
     "SNIP",
     "Dataset",
     "DatasetFactory",
@@ -76,6 +78,8 @@ __all__ = [
     "export_onnx",
     "get_evaluator",
     "load_dataset",
+    "nb201_table",
+    "nb201_test_accuracy",
     "rank_ensemble",
     "register_dataset",
     "register_evaluator",

@@ -21,7 +21,7 @@ from nas.evaluators._datasets import Dataset
 from nas.evaluators._settings import NoSettings, sha256_json, validate_settings
 
 if TYPE_CHECKING:
-    from nas.search_space._architecture import Architecture
+    from nas.search_space import AnyArchitecture
 
 Direction = Literal["maximize", "minimize"]
 
@@ -131,7 +131,7 @@ class Evaluator(abc.ABC):
             payload["batch_size"] = ctx.batch_size
         return sha256_json(payload)
 
-    def __call__(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def __call__(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         """Score ``arch``; raises :class:`EvaluationError` on a NaN or a missing metric."""
         with torch.enable_grad():  # gradient proxies must work under a caller's no_grad
             scores = self._evaluate(arch, ctx)
@@ -161,7 +161,7 @@ class Evaluator(abc.ABC):
     #: How near a constraint's limit (as a fraction of it) an estimate counts as deciding.
     confirm_margin: float = 0.1
 
-    def confirm(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def confirm(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         """The measured values of :attr:`confirm_metrics` (only evaluators that have any)."""
         raise NotImplementedError(f"{self.name} has no metrics to confirm")
 
@@ -174,7 +174,7 @@ class Evaluator(abc.ABC):
         del store
 
     @abc.abstractmethod
-    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         """The scores of ``arch``, keyed by the names in ``metrics``."""
 
 

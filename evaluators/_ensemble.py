@@ -43,7 +43,7 @@ from nas.evaluators._base import (
 from nas.evaluators._settings import sha256_json
 
 if TYPE_CHECKING:
-    from nas.search_space._architecture import Architecture
+    from nas.search_space import AnyArchitecture
 
 #: The default components: the three proxies whose vote Abdelfattah et al. 2021 ("Zero-cost
 #: proxies for lightweight NAS") found best, one of each kind: synflow (data-free, weight
@@ -112,7 +112,7 @@ class Ensemble(Evaluator):
         parts = [super().fingerprint(ctx), *(c.fingerprint(ctx) for c in self.components)]
         return sha256_json(parts)
 
-    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         scores: dict[str, float] = {}
         for component in self.components:
             scores.update({PREFIX + k: v for k, v in component(arch, ctx).items()})

@@ -38,9 +38,10 @@ from nas._errors import ConfigError, EvaluationError
 from nas.evaluators._base import EvalContext, Evaluator, register_evaluator
 from nas.evaluators._export import ExportedModel, LayerExport, export_onnx
 from nas.evaluators._ort_runner import PROVIDERS, make_session
+from nas.search_space._architecture import Architecture
 
 if TYPE_CHECKING:
-    from nas.search_space._architecture import Architecture
+    from nas.search_space import AnyArchitecture
 
 _RUNNER = Path(__file__).with_name("_ort_runner.py")
 #: ORT operators that compute in integers (per layer: the layer "ran as int8").
@@ -507,7 +508,8 @@ class Latency(Evaluator):
             f"{self.hardware_fingerprint}:{self.protocol.mode}:{self.version}".encode()
         ).hexdigest()
 
-    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
+        arch = layer_architecture(arch)
         if self.protocol.mode in ("predict", "auto"):
             if self.predictor is None:
                 raise ConfigError(
@@ -521,12 +523,13 @@ class Latency(Evaluator):
             return {"latency_ms": self.predictor.predict(arch), "latency_measured": 0.0}
         return self.measure(arch, ctx.seed).metrics()
 
-    def confirm(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def confirm(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         """Mode auto: measure ``arch`` (or read its stored profile) instead of predicting."""
         return {"latency_ms": self.measure(arch, ctx.seed).p10_ms, "latency_measured": 1.0}
 
-    def measure(self, arch: Architecture, seed: int = 0) -> Profile:
+    def measure(self, arch: AnyArchitecture, seed: int = 0) -> Profile:
         """The profile of ``arch`` on this fingerprint: stored, or measured now (then stored)."""
+        arch = layer_architecture(arch)
         if self.cache is not None:
             stored = self.cache.get_latency_profile(arch.arch_id, self.hardware_fingerprint)
             if stored is not None:
@@ -538,6 +541,13 @@ class Latency(Evaluator):
                 self.cache, arch.arch_id, self.hardware_fingerprint, self.hardware, profile
             )
         return profile
+
+
+def layer_architecture(arch: AnyArchitecture) -> Architecture:
+    """``arch`` if it is made of layers: the ONNX exporter knows no NAS-Bench-201 cell."""
+    if not isinstance(arch, Architecture):
+        raise EvaluationError("latency: NAS-Bench-201 cells have no ONNX export; use a layer space")
+    return arch
 
 
 def profile_from_record(record: Any) -> Profile:

@@ -23,7 +23,7 @@ from nas._errors import ConfigError, EvaluationError
 from nas.evaluators._base import Direction, EvalContext, Evaluator, register_evaluator
 
 if TYPE_CHECKING:
-    from nas.search_space._architecture import Architecture
+    from nas.search_space import AnyArchitecture
 
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -60,7 +60,7 @@ class SynFlow(Evaluator):
     metrics = ("synflow",)
     directions: ClassVar[dict[str, Direction]] = {"synflow": "maximize"}
 
-    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         model = _without_batchnorm(_fresh_model(arch, ctx)).double().eval()
         with torch.no_grad():
             for param in model.parameters():
@@ -94,7 +94,7 @@ class NASWOT(Evaluator):
     directions: ClassVar[dict[str, Direction]] = {"naswot": "maximize"}
     uses_batch = True
 
-    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         model = _fresh_model(arch, ctx).train()
         x, _ = ctx.batch(shape=arch.input_shape)
         codes = _relu_codes(model, x).double()
@@ -119,7 +119,7 @@ class GradNorm(Evaluator):
     directions: ClassVar[dict[str, Direction]] = {"grad_norm": "maximize"}
     uses_batch = True
 
-    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         _, grads = _loss_grads(arch, ctx, self.name)
         return {"grad_norm": sum(float(g.norm()) for g in grads)}
 
@@ -141,13 +141,13 @@ class SNIP(Evaluator):
     directions: ClassVar[dict[str, Direction]] = {"snip": "maximize"}
     uses_batch = True
 
-    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         weights, grads = _loss_grads(arch, ctx, self.name)
         pairs = zip(weights, grads, strict=True)
         return {"snip": sum(float((w.detach() * g).abs().sum()) for w, g in pairs)}
 
 
-def _fresh_model(arch: Architecture, ctx: EvalContext) -> nn.Module:
+def _fresh_model(arch: AnyArchitecture, ctx: EvalContext) -> nn.Module:
     torch.manual_seed(ctx.seed)
     return arch.build().to(ctx.device)
 
@@ -174,7 +174,7 @@ def _without_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def _check_classes(arch: Architecture, ctx: EvalContext) -> None:
+def _check_classes(arch: AnyArchitecture, ctx: EvalContext) -> None:
     if arch.num_classes < ctx.dataset.num_classes:
         raise ConfigError(
             "num_classes",
@@ -184,7 +184,7 @@ def _check_classes(arch: Architecture, ctx: EvalContext) -> None:
 
 
 def _loss(
-    arch: Architecture, ctx: EvalContext, proxy: str
+    arch: AnyArchitecture, ctx: EvalContext, proxy: str
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Weights and cross-entropy loss of a fresh train-mode model on one batch (with graph)."""
     _check_classes(arch, ctx)
@@ -195,7 +195,7 @@ def _loss(
 
 
 def _loss_grads(
-    arch: Architecture, ctx: EvalContext, proxy: str
+    arch: AnyArchitecture, ctx: EvalContext, proxy: str
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Weights and cross-entropy gradients of a fresh train-mode model on one batch."""
     weights, loss = _loss(arch, ctx, proxy)

@@ -33,7 +33,7 @@ from nas.evaluators._proxies import (
 )
 
 if TYPE_CHECKING:
-    from nas.search_space._architecture import Architecture
+    from nas.search_space import AnyArchitecture
 
 _BATCHNORM = nn.modules.batchnorm._BatchNorm
 
@@ -65,7 +65,7 @@ class GraSP(Evaluator):
     directions: ClassVar[dict[str, Direction]] = {"grasp": "maximize"}
     uses_batch = True
 
-    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         weights, loss = _loss(arch, ctx, self.name)
         pairs = zip(weights, hessian_gradient_product(loss, weights), strict=True)
         return {"grasp": -sum(float((w.detach() * hg).sum()) for w, hg in pairs)}
@@ -107,7 +107,7 @@ class Fisher(Evaluator):
     directions: ClassVar[dict[str, Direction]] = {"fisher": "maximize"}
     uses_batch = True
 
-    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         _check_classes(arch, ctx)
         model = _fresh_model(arch, ctx).train()
         x, y = ctx.batch(shape=arch.input_shape)
@@ -160,7 +160,7 @@ class JacobCov(Evaluator):
     uses_batch = True
     k: ClassVar[float] = 1e-5
 
-    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         _check_batch(ctx, self.name)
         model = _fresh_model(arch, ctx).train()
         x, _ = ctx.batch(shape=arch.input_shape)
@@ -229,7 +229,7 @@ class Zen(Evaluator):
     uses_batch = True
     alpha: ClassVar[float] = 0.01
 
-    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         _check_batch(ctx, self.name)
         model = _fresh_model(arch, ctx)
         _gaussian_init(model)
@@ -326,7 +326,7 @@ class ZiCo(Evaluator):
     uses_batch = True
     Settings = ZiCoSettings
 
-    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         _check_classes(arch, ctx)
         batches: int = self._settings.batches  # type: ignore[attr-defined]
         size = ctx.batch_size // batches

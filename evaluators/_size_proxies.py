@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 from nas.evaluators._base import Direction, EvalContext, Evaluator, register_evaluator
 
 if TYPE_CHECKING:
-    from nas.search_space._architecture import Architecture
+    from nas.search_space import AnyArchitecture
 
 
 @register_evaluator
@@ -29,7 +29,7 @@ class Params(Evaluator):
     metrics = ("params",)
     directions: ClassVar[dict[str, Direction]] = {"params": "maximize"}
 
-    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         return {"params": float(arch.cost().params)}
 
 
@@ -47,5 +47,5 @@ class MACs(Evaluator):
     metrics = ("macs",)
     directions: ClassVar[dict[str, Direction]] = {"macs": "maximize"}
 
-    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         return {"macs": float(arch.cost().macs)}

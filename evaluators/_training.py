@@ -24,7 +24,7 @@ from nas.evaluators._base import Direction, EvalContext, Evaluator, register_eva
 from nas.evaluators._settings import sha256_json
 
 if TYPE_CHECKING:
-    from nas.search_space import Architecture
+    from nas.search_space import AnyArchitecture
 
 
 class TrainSettings(BaseModel):
@@ -91,7 +91,7 @@ class Train(Evaluator):
         # Results differ between devices (bf16 on CUDA), so the device is part of it.
         return sha256_json({"base": super().fingerprint(ctx), "device": _device_kind(ctx)})
 
-    def _evaluate(self, arch: Architecture, ctx: EvalContext) -> dict[str, float]:
+    def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         return _Run(arch, ctx, self.config).train()
 
 
@@ -102,7 +102,7 @@ def _device_kind(ctx: EvalContext) -> str:
 class _Run:
     """One training run; small methods over shared state."""
 
-    def __init__(self, arch: Architecture, ctx: EvalContext, cfg: TrainSettings) -> None:
+    def __init__(self, arch: AnyArchitecture, ctx: EvalContext, cfg: TrainSettings) -> None:
         self.ctx, self.cfg = ctx, cfg
         self.device = torch.device(ctx.device)
         self.cuda = self.device.type == "cuda"

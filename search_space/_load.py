@@ -2,26 +2,48 @@
 
 pydantic's validation errors are turned into one :class:`ConfigError` naming the
 first offending field, so a user sees one line, not a report.
+
+Two kinds of space exist: layer spaces (:class:`SearchSpace`, the default) and
+NAS-Bench-201's cell space (:class:`CellSpace`, a mapping with ``kind: nb201``).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import partial
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import yaml
 from pydantic import ValidationError
 
 from nas._errors import ConfigError, UnknownNameError
 from nas._registry import Registry
+from nas.search_space._architecture import Architecture
+from nas.search_space._nb201 import CellArchitecture, CellSpace
 from nas.search_space._space import SearchSpace
 
-#: Built-in spaces by name; each entry is a YAML file shipped in ``search_space/builtin/``.
-SPACES: Registry[str] = Registry("search space")
+#: Any space :func:`get_space` returns, and any architecture such a space samples.
+AnySpace: TypeAlias = SearchSpace | CellSpace
+AnyArchitecture: TypeAlias = Architecture | CellArchitecture
+
+#: Space kinds other than layer spaces, by the value of a mapping's ``kind`` key.
+_KINDS: dict[str, type[CellSpace]] = {"nb201": CellSpace}
+
+
+def _builtin_yaml(file_name: str) -> AnySpace:
+    ref = resources.files("nas.search_space") / "builtin" / file_name
+    return space_from_dict(yaml.safe_load(ref.read_text()))
+
+
+#: Built-in spaces by name: each entry makes the space (layer spaces read a YAML file
+#: shipped in ``search_space/builtin/``).
+SPACES: Registry[Callable[[], AnySpace]] = Registry("search space")
 for _name in ("cnn-small", "cnn-mobile", "cnn1d-small", "mlp-small"):
-    SPACES.register(_name, f"{_name}.yaml")
+    SPACES.register(_name, partial(_builtin_yaml, f"{_name}.yaml"))
+SPACES.register("nb201", CellSpace)
 
 
 def pydantic_error(exc: ValidationError, prefix: str = "") -> ConfigError:
@@ -59,10 +81,17 @@ def read_mapping(path: Path, field: str) -> dict[str, Any]:
     return data
 
 
-def space_from_dict(data: dict[str, Any], prefix: str = "") -> SearchSpace:
-    """Validate a dict as a :class:`SearchSpace`."""
+def space_from_dict(data: dict[str, Any], prefix: str = "") -> AnySpace:
+    """Validate a dict as a :class:`SearchSpace`, or, with ``kind: nb201``, a :class:`CellSpace`."""
+    model: type[SearchSpace] | type[CellSpace] = SearchSpace
+    if "kind" in data:
+        kind = str(data["kind"])
+        if kind not in _KINDS:
+            field = f"{prefix}.kind" if prefix else "kind"
+            raise UnknownNameError("space kind", kind, list(_KINDS), field)
+        model = _KINDS[kind]
     try:
-        return SearchSpace.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise pydantic_error(exc, prefix) from None
     except ConfigError as exc:
@@ -71,18 +100,19 @@ def space_from_dict(data: dict[str, Any], prefix: str = "") -> SearchSpace:
         raise
 
 
-def get_space(name_or_path: str | Path, field: str = "space") -> SearchSpace:
+def get_space(name_or_path: str | Path, field: str = "space") -> AnySpace:
     """A built-in space by name, or a space read from a YAML/JSON file.
 
     Example:
         >>> from nas.search_space import get_space
         >>> get_space("mlp-small").input.shape
         (64,)
+        >>> get_space("nb201").size()
+        15625
     """
     text = str(name_or_path)
     if text in SPACES:
-        ref = resources.files("nas.search_space") / "builtin" / SPACES.get(text)
-        return space_from_dict(yaml.safe_load(ref.read_text()))
+        return SPACES.get(text)()
     path = Path(text)
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
         return space_from_dict(read_mapping(path, field))
@@ -93,7 +123,11 @@ def get_space(name_or_path: str | Path, field: str = "space") -> SearchSpace:
 
 
 def space_infos() -> list[dict[str, Any]]:
-    """Name, description, input and size of every built-in space (for ``nas spaces``)."""
+    """Name, description, input, stages and size of every built-in space (for ``nas spaces``).
+
+    ``stages`` counts a layer space's searched stages, and the 3 stages of cells of
+    the NAS-Bench-201 skeleton.
+    """
     infos = []
     for name in SPACES:
         space = get_space(name)
@@ -103,16 +137,24 @@ def space_infos() -> list[dict[str, Any]]:
                 "description": space.description,
                 "input_shape": list(space.input.shape),
                 "num_classes": space.input.num_classes,
-                "stages": len(space.stages),
+                "stages": len(space.stages) if isinstance(space, SearchSpace) else 3,
                 "size": space.size(),
             }
         )
     return infos
 
 
-def dump_space(space: SearchSpace) -> str:
+def dump_space(space: AnySpace) -> str:
     """The space as JSON (reads back with :func:`space_from_dict`)."""
     return json.dumps(space.model_dump(mode="json"), indent=2)
 
 
-__all__ = ["SPACES", "dump_space", "get_space", "space_from_dict", "space_infos"]
+__all__ = [
+    "SPACES",
+    "AnyArchitecture",
+    "AnySpace",
+    "dump_space",
+    "get_space",
+    "space_from_dict",
+    "space_infos",
+]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
 if TYPE_CHECKING:
     from nas.search_space._architecture import Architecture
+    from nas.search_space._nb201 import CellArchitecture, CellSpace
     from nas.search_space._space import SearchSpace
 
 
@@ -28,7 +29,15 @@ class RandomTrial:
         return self.params[name]
 
 
-def sample_random(space: SearchSpace, n: int, seed: int = 0) -> list[Architecture]:
+@overload
+def sample_random(space: SearchSpace, n: int, seed: int = 0) -> list[Architecture]: ...
+@overload
+def sample_random(space: CellSpace, n: int, seed: int = 0) -> list[CellArchitecture]: ...
+@overload
+def sample_random(
+    space: SearchSpace | CellSpace, n: int, seed: int = 0
+) -> list[Architecture | CellArchitecture]: ...
+def sample_random(space: SearchSpace | CellSpace, n: int, seed: int = 0) -> list[Any]:
     """``n`` architectures drawn uniformly per choice, reproducibly for a seed.
 
     Example:

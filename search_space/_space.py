@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -11,6 +11,9 @@ from nas._errors import ConfigError, UnknownNameError
 from nas.search_space._architecture import ALLOWED_BITS, Architecture, LayerSpec
 from nas.search_space._layers import LAYER_TYPES, RANK_NAMES, accepts_rank, layer_type
 from nas.search_space._spec import HeadSpec, InputSpec, StageSpec, StemSpec
+
+if TYPE_CHECKING:
+    from nas.search_space._nb201 import CellArchitecture
 
 
 class TrialLike(Protocol):
@@ -88,16 +91,15 @@ class SearchSpace(BaseModel):
             stages.append(layers)
         return self._architecture(tuple(stages))
 
-    def to_params(self, arch: Architecture) -> dict[str, Any]:
+    def to_params(self, arch: Architecture | CellArchitecture) -> dict[str, Any]:
         """The trial params that make :meth:`sample` return ``arch``.
 
         Raises:
             ConfigError: ``arch`` is not a point of this space.
         """
-        self._check_member(arch)
-        return _params(arch)
+        return _params(self._check_member(arch))
 
-    def contains(self, arch: Architecture) -> bool:
+    def contains(self, arch: Architecture | CellArchitecture) -> bool:
         try:
             self._check_member(arch)
         except ConfigError:
@@ -142,7 +144,12 @@ class SearchSpace(BaseModel):
             head_abits=self.head.abits,
         )
 
-    def _check_member(self, arch: Architecture) -> None:
+    def _check_member(self, arch: Architecture | CellArchitecture) -> Architecture:
+        """``arch`` itself if it is a point of this space, else ConfigError."""
+        if not isinstance(arch, Architecture):
+            raise ConfigError(
+                "architecture", f"not a point of space {self.name!r}: a cell, not layers"
+            )
         if len(arch.stages) != len(self.stages):
             raise ConfigError(
                 "stages",
@@ -156,6 +163,7 @@ class SearchSpace(BaseModel):
             ) from None
         if rebuilt != arch:
             raise ConfigError("architecture", f"not a point of space {self.name!r}")
+        return arch
 
 
 # -- validation helpers --------------------------------------------------------------------

@@ -31,12 +31,13 @@ BUILT_INS = [
     "zico",
     "ensemble",
     "latency",
+    "nb201",
     "params",
     "macs",
     "train",
 ]
 #: Evaluators whose one metric is not named after them.
-MANY_METRICS = {"ensemble", "train", "latency"}
+MANY_METRICS = {"ensemble", "train", "latency", "nb201"}
 
 
 class _Scaled(Evaluator):

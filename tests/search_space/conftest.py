@@ -13,7 +13,16 @@ import pytest
 import torch
 from hypothesis import strategies as st
 
-from nas.search_space import SPACES, Architecture, SearchSpace, get_space, sample_random
+from nas.search_space import (
+    NB201_EDGES,
+    SPACES,
+    AnyArchitecture,
+    Architecture,
+    CellArchitecture,
+    SearchSpace,
+    get_space,
+    sample_random,
+)
 
 #: Architectures sampled per space for the build / forward / cost checks.
 SAMPLES = 100
@@ -54,6 +63,28 @@ VARIANTS = _variants()
 def sampled(request: pytest.FixtureRequest) -> list[Architecture]:
     """``SAMPLES`` random architectures of one built-in space (or its data variant)."""
     return sample_random(request.param, SAMPLES, seed=0)
+
+
+def _unused_edges(arch: AnyArchitecture) -> set[int]:
+    if not isinstance(arch, CellArchitecture):
+        return set()
+    live = {3}
+    for node in (2, 1):
+        edges = zip(NB201_EDGES, arch.ops, strict=True)
+        if any(dst in live for (dst, src), op in edges if src == node and op != "none"):
+            live.add(node)
+    return {k for k, (dst, _) in enumerate(NB201_EDGES) if dst not in live}
+
+
+@pytest.fixture(scope="session")
+def unused_edges() -> Callable[[AnyArchitecture], set[int]]:
+    """``unused_edges(arch)``: the edges of a NAS-Bench-201 cell whose node nothing reads on
+    the way to the output (none for a layer architecture).
+
+    The benchmark builds and runs their ops (they count in its parameter formula), but
+    the loss does not depend on their weights, which get no gradient.
+    """
+    return _unused_edges
 
 
 @pytest.fixture

@@ -46,7 +46,7 @@ def test_json_round_trip(
     data: st.DataObject,
 ) -> None:
     arch = draw_arch(get_space(space_name), data)
-    again = Architecture.from_json(arch.to_json())
+    again = type(arch).from_json(arch.to_json())
     assert again == arch
     assert again.arch_id == arch.arch_id
     assert again.to_json() == arch.to_json()
