@@ -17,7 +17,9 @@ from nas._errors import ConfigError, NasError
 from nas._plan import Plan, make_plan
 from nas.storage import Store
 from nas.strategies import make_pruner, make_sampler
+from nas.strategies._pareto import hypervolume, non_dominated
 from nas.workers import Scheduler, SearchSummary, TrialOutcome
+from nas.workers._warmup import Progress, WarmupResult, warm_up
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -30,6 +32,8 @@ class SearchResult:
     study: optuna.Study
     summary: SearchSummary
     plan: Plan
+    #: What the zero-cost warm-up did; None if there was none (not asked, or a continued study).
+    warmup: WarmupResult | None = None
 
     @property
     def pareto(self) -> list[dict[str, Any]]:
@@ -41,24 +45,49 @@ def search(
     *,
     callbacks: Sequence[Callable[[TrialOutcome], None]] = (),
     on_start: Callable[[Plan, optuna.Study], None] | None = None,
+    on_warmup: Progress | None = None,
 ) -> SearchResult:
     """Run a search; a study of that name in that storage is continued.
+
+    With ``warmup: N`` a new study first scores N random candidates with
+    ``warmup_proxy`` and enqueues the best ``warmup_top`` as its first trials
+    (they count toward ``trials``); ``on_warmup(done, total)`` follows the scoring.
+    A study is warmed up only before its first trial, so a continued one is not.
 
     Example:
         >>> import nas
         >>> result = nas.search({"trials": 3, "storage": "sqlite:///example.db"})
         >>> result.summary.complete
         3
+        >>> warm = nas.search({"trials": 3, "warmup": 20, "warmup_proxy": "params",
+        ...                    "storage": "sqlite:///example.db", "study": "warm"})
+        >>> len(warm.warmup.enqueued)
+        3
     """
     plan = make_plan(_as_config(config))
     cfg = plan.config
     store = Store(cfg.storage)
+    warmup = None
     try:
-        for ev in plan.evaluators:  # before the study: a predictor that is missing is bad input
-            ev.attach_store(store)  # latency keeps its profiles in the store's own tables
+        proxy = plan.warmup_proxy
+        extra = [] if proxy is None or proxy in plan.evaluators else [proxy]
+        for ev in (*plan.evaluators, *extra):  # before the study: a missing predictor is bad
+            ev.attach_store(store)  # input; latency keeps its profiles in the store's tables
         study = _open_study(plan, store)
         if on_start is not None:
             on_start(plan, study)
+        if plan.warmup_proxy is not None and _needs_warmup(study):
+            warmup = warm_up(
+                study,
+                plan.space,
+                plan.warmup_proxy,
+                plan.context,
+                store,
+                n=cfg.warmup,
+                top=plan.warmup_top,
+                seed=cfg.seed,
+                progress=on_warmup,
+            )
         scheduler = Scheduler(
             study,
             plan.space,
@@ -71,7 +100,12 @@ def search(
         summary = scheduler.run(cfg.trials, cfg.timeout, callbacks)
     finally:
         store.close()
-    return SearchResult(study, summary, plan)
+    return SearchResult(study, summary, plan, warmup)
+
+
+def _needs_warmup(study: optuna.Study) -> bool:
+    """Only before the first trial: a continued study keeps the course it has."""
+    return not study.get_trials(deepcopy=False) and "nas.warmup" not in study.user_attrs
 
 
 def _as_config(config: SearchConfig | dict[str, Any] | str | Path | None) -> SearchConfig:
@@ -94,7 +128,7 @@ def _open_study(plan: Plan, store: Store) -> optuna.Study:
         study_name=cfg.study,
         storage=storage,
         directions=directions,
-        sampler=make_sampler(cfg.sampler, seed, len(directions)),
+        sampler=make_sampler(cfg.sampler, seed, len(directions), cfg.sampler_options),
         pruner=make_pruner(cfg.pruner, plan.max_epochs()),
         load_if_exists=True,
     )
@@ -169,8 +203,12 @@ def studies(storage: str = "sqlite:///nas.db") -> list[dict[str, Any]]:
         return rows
 
 
-def study_status(study: optuna.Study) -> dict[str, Any]:
-    """Counts by state (and of feasible trials), objectives, constraints and failure reasons."""
+def study_status(study: optuna.Study, reference: Sequence[float] | None = None) -> dict[str, Any]:
+    """Counts by state (and of feasible trials), objectives, constraints and failure reasons.
+
+    With a ``reference`` point (one value per objective), also the ``hypervolume``
+    of the feasible front against it (see :func:`front_hypervolume`).
+    """
     row = _study_row(study)
     failures: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
@@ -180,7 +218,38 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     row["failures"] = failures
     row["space"] = study.user_attrs.get("nas.space", {}).get("name")
     row["dataset"] = study.user_attrs.get("nas.dataset", {}).get("name")
+    if "nas.warmup" in study.user_attrs:
+        warm = study.user_attrs["nas.warmup"]
+        row["warmup"] = f"{len(warm['enqueued'])} best of {warm['n']} by {warm['proxy']}"
+    if reference is not None:
+        row["reference"] = list(reference)
+        row["hypervolume"] = front_hypervolume(study, reference)
     return row
+
+
+def front_hypervolume(study: optuna.Study, reference: Sequence[float]) -> float:
+    """The hypervolume of the feasible Pareto front against ``reference``, exactly.
+
+    ``reference`` has one value per objective, worse than the front's in each (a
+    trial not better than it in every objective adds nothing). 0.0 with no
+    feasible trial. ConfigError if it has the wrong length.
+
+    Example:
+        >>> import nas
+        >>> from nas._api import front_hypervolume
+        >>> result = nas.search({"trials": 3, "storage": "sqlite:///example.db"})
+        >>> front_hypervolume(result.study, (0.0, 1e9)) > 0
+        True
+    """
+    directions = _directions(study)
+    if len(reference) != len(directions):
+        raise ConfigError(
+            "reference",
+            f"needs one value per objective ({', '.join(_objective_labels(study))}), "
+            f"but got {len(reference)}: {', '.join(f'{v:g}' for v in reference)}",
+        )
+    points = [t.values for t in _front(study)]
+    return hypervolume(points, reference, directions)
 
 
 def _study_row(study: optuna.Study) -> dict[str, Any]:
@@ -208,15 +277,18 @@ def _feasible(trial: FrozenTrial) -> bool:
 
 
 def _front(study: optuna.Study) -> list[FrozenTrial]:
-    """The non-dominated trials among the feasible COMPLETE ones.
+    """The non-dominated trials among the feasible COMPLETE ones (equal ones all kept).
 
-    Optuna 5's ``best_trials`` computes the front over feasible trials once any trial
-    has a constraint (documented, and tested here); the filter makes sure that no
-    infeasible trial is shown whatever a later Optuna does.
+    Computed here rather than by ``study.best_trials`` (which agrees in Optuna 5,
+    tested), so that no infeasible trial is shown whatever a later Optuna does.
     """
-    if not any(_feasible(t) for t in study.get_trials(deepcopy=False)):
-        return []
-    return [t for t in study.best_trials if _feasible(t)]
+    feasible = [t for t in study.get_trials(deepcopy=False) if _feasible(t)]
+    keep = non_dominated([t.values for t in feasible], _directions(study))
+    return [feasible[i] for i in keep]
+
+
+def _directions(study: optuna.Study) -> list[str]:
+    return [d.name.lower() for d in study.directions]
 
 
 def _objective_labels(study: optuna.Study) -> list[str]:
@@ -252,6 +324,7 @@ def _trial_row(trial: FrozenTrial, names: list[str], extra: Sequence[str]) -> di
 __all__ = [
     "NasError",
     "SearchResult",
+    "front_hypervolume",
     "load_study",
     "pareto",
     "search",

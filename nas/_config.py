@@ -13,7 +13,15 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from nas._errors import ConfigError
 from nas.search_space._cost import Cost
@@ -80,6 +88,8 @@ class SearchConfig(BaseModel):
         ObjectiveConfig(metric="macs", direction="minimize"),
     )
     sampler: str = "tpe"
+    #: options of the sampler, e.g. {population_size: 10, sample_size: 3} for evolution
+    sampler_options: dict[str, StrictInt] = {}
     pruner: str = "none"
     trials: int = Field(default=100, ge=1)
     timeout: float | None = Field(default=None, gt=0)
@@ -91,6 +101,12 @@ class SearchConfig(BaseModel):
     study: str = Field(default="nas", min_length=1)
     #: metric -> the most it may be; a candidate over any limit is infeasible.
     constraints: dict[str, StrictFloat] = {}
+    #: Zero-cost warm-up of a new study: random candidates scored by ``warmup_proxy``.
+    warmup: int = Field(default=0, ge=0)
+    #: A registered evaluator with one metric to maximize, or "ensemble" (its rank).
+    warmup_proxy: str = "synflow"
+    #: How many of the best to enqueue as the first trials (default: min(warmup, 10, trials)).
+    warmup_top: int | None = Field(default=None, ge=1)
 
     @field_validator("dataset", mode="before")
     @classmethod
@@ -149,6 +165,24 @@ def parse_constraint(text: str) -> tuple[str, float]:
             "constraint", f"expected METRIC<=VALUE (e.g. params<=50000), got {text!r}"
         )
     return metric.strip(), value
+
+
+def parse_reference(text: str) -> tuple[float, ...]:
+    """``"0.5,2e6"`` -> ``(0.5, 2000000.0)``: a reference point, one finite number per objective.
+
+    Example:
+        >>> parse_reference("0, 1e6")
+        (0.0, 1000000.0)
+    """
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ConfigError(
+            "reference", f"expected finite numbers separated by commas (e.g. 0,2e6), got {text!r}"
+        )
+    return values
 
 
 def config_from_dict(data: dict[str, Any]) -> SearchConfig:

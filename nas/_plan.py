@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nas._config import Objective, SearchConfig, resolve_constraints, resolve_objectives
-from nas._errors import ConfigError
-from nas.evaluators import EvalContext, Evaluator, get_evaluator, load_dataset
-from nas.search_space import SearchSpace, get_space
+from nas._errors import ConfigError, UnknownNameError
+from nas.evaluators import EVALUATORS, EvalContext, Evaluator, get_evaluator, load_dataset
+from nas.search_space import AnySpace, get_space
 from nas.search_space._load import space_from_dict
 from nas.storage import check_url
-from nas.strategies import PRUNERS, SAMPLERS
+from nas.strategies import PRUNERS, make_sampler
+from nas.workers._warmup import warmup_metric
 
 
 @dataclass(frozen=True)
@@ -23,12 +24,16 @@ class Plan:
     """A search ready to run: the config and the objects it names."""
 
     config: SearchConfig
-    space: SearchSpace
+    space: AnySpace
     evaluators: tuple[Evaluator, ...]
     context: EvalContext
     objectives: tuple[Objective, ...]
     #: metric -> the most it may be (sorted by metric); a candidate over a limit is infeasible.
     constraints: dict[str, float] = field(default_factory=dict)
+    #: The warm-up's proxy (the search's own instance if it is one of its evaluators).
+    warmup_proxy: Evaluator | None = None
+    #: How many warm-up candidates become the first trials (0: no warm-up).
+    warmup_top: int = 0
 
     def max_epochs(self) -> int | None:
         """The most epochs any evaluator trains for (a pruner's resource), if any trains."""
@@ -62,7 +67,8 @@ def make_plan(config: SearchConfig) -> Plan:
         directions.update(ev.study_metrics)
     objectives = tuple(resolve_objectives(config, directions))
     constraints = resolve_constraints(config, directions)
-    SAMPLERS.get(config.sampler, "sampler")
+    # Built once here so that a bad name or option fails before anything is written.
+    make_sampler(config.sampler, config.seed, len(objectives), config.sampler_options)
     PRUNERS.get(config.pruner, "pruner")
     if config.pruner != "none" and len(objectives) != 1:
         raise ConfigError(
@@ -70,11 +76,15 @@ def make_plan(config: SearchConfig) -> Plan:
             f"pruning needs a single objective (Optuna keeps intermediate values only then), "
             f"got {len(objectives)}; use --pruner none",
         )
+    proxy = _warmup_proxy(config, evaluators)
+    top = _warmup_top(config)
     context = EvalContext(
         data, seed=config.eval_seed, device=_device(config.device), batch_size=config.batch_size
     )
     check_url(config.storage)
-    return Plan(config, space, evaluators, context, objectives, constraints)
+    return Plan(
+        config, space, evaluators, context, objectives, constraints, proxy if top else None, top
+    )
 
 
 def _evaluator(i: int, name: str, settings: dict[str, Any]) -> Evaluator:
@@ -83,6 +93,41 @@ def _evaluator(i: int, name: str, settings: dict[str, Any]) -> Evaluator:
     except ConfigError as exc:
         field = ".".join(p for p in (f"evaluators.{i}", exc.field) if p)
         raise ConfigError(field, exc.message) from None
+
+
+def _warmup_proxy(config: SearchConfig, evaluators: tuple[Evaluator, ...]) -> Evaluator:
+    """The proxy by name: the search's own instance if it has one (its settings), else a default.
+
+    Sharing the search's settings shares the fingerprint, so enqueued trials reuse the scores.
+    """
+    name = config.warmup_proxy
+    known = [n for n, cls in EVALUATORS.items() if warmup_metric(cls) is not None]
+    if name not in EVALUATORS:
+        raise UnknownNameError("warm-up proxy", name, known, "warmup_proxy")
+    proxy = next((e for e in evaluators if e.name == name), None) or get_evaluator(name)
+    if warmup_metric(proxy) is None:
+        raise ConfigError(
+            "warmup_proxy",
+            f"{name!r} has no single metric to maximize (it gives {', '.join(proxy.metrics)}); "
+            f"known: {', '.join(known)}",
+        )
+    return proxy
+
+
+def _warmup_top(config: SearchConfig) -> int:
+    """How many warm-up candidates to enqueue; they count toward ``trials``."""
+    n, top = config.warmup, config.warmup_top
+    if top is None:
+        return min(n, 10, config.trials)
+    if n == 0:
+        raise ConfigError("warmup_top", f"needs warmup > 0 to choose from, but got {top=}")
+    if top > n or top > config.trials:
+        raise ConfigError(
+            "warmup_top",
+            f"`warmup_top <= warmup` and `warmup_top <= trials` must hold (the enqueued "
+            f"trials count toward trials), but got ({top=}, warmup={n}, trials={config.trials})",
+        )
+    return top
 
 
 def _device(device: str) -> str:

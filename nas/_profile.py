@@ -166,13 +166,15 @@ def calibrate(
     the full protocol, and the correction is fitted on it; all of it is stored.
     """
     from nas.evaluators._predictor import LatencyPredictor
-    from nas.search_space import get_space, sample_random
+    from nas.search_space import SearchSpace, get_space, sample_random
     from nas.storage import Store
 
     settings = settings or LatencySettings()
     if models < 3:
         raise ConfigError("models", f"must be >= 3 to fit the correction, but got {models}")
     sp = get_space(space).for_data(input_shape, num_classes)
+    if not isinstance(sp, SearchSpace):
+        raise ConfigError("space", f"{space!r} is a cell space; latency needs a layer space")
     archs = sample_random(sp, models, seed=seed)
     say = progress or (lambda _: None)
     start = time.perf_counter()

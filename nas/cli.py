@@ -31,6 +31,13 @@ StorageOpt = Annotated[
 FormatOpt = Annotated[
     Format, typer.Option("--format", "-f", help="table for people, json for scripts.")
 ]
+ReferenceOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="V1,V2,...",
+        help="A reference point, one value per objective: also give the front's hypervolume.",
+    ),
+]
 
 
 @app.command(epilog="Example: nas search examples/search.yaml --trials 100 --sampler nsga2")
@@ -56,7 +63,10 @@ def search(
             help="[maximize:|minimize:]METRIC, repeatable; e.g. -o maximize:naswot -o bytes.",
         ),
     ] = None,
-    sampler: Annotated[str | None, typer.Option(help="random | tpe | nsga2.")] = None,
+    sampler: Annotated[
+        str | None,
+        typer.Option(help="random | tpe | nsga2 | nsga3 | gp | evolution (`nas samplers`)."),
+    ] = None,
     pruner: Annotated[
         str | None,
         typer.Option(help="none | median | sha | hyperband: stop weak trainings early."),
@@ -96,6 +106,24 @@ def search(
             help="METRIC<=VALUE, repeatable; any metric, e.g. -c params<=50000.",
         ),
     ] = None,
+    warmup: Annotated[
+        str | None,
+        typer.Option(
+            metavar="<int>",
+            help="Zero-cost warm-up of a new study: score N random candidates first.",
+        ),
+    ] = None,
+    warmup_proxy: Annotated[
+        str | None,
+        typer.Option(help="Warm-up score: a proxy with one metric to maximize, or ensemble."),
+    ] = None,
+    warmup_top: Annotated[
+        str | None,
+        typer.Option(
+            metavar="<int>",
+            help="Warm-up candidates enqueued as first trials (min(N, 10, trials)).",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Search a space for architectures that are good and cheap.
@@ -106,6 +134,10 @@ def search(
     Constraints (--max-bytes, --max-bitops, --max-latency-ms, --constraint) add to
     the config's: a candidate over a limit is kept, marked infeasible, steered
     away from by the sampler and never shown on the Pareto front.
+
+    Warm-up (--warmup N): before its first trial, a new study scores N random
+    candidates with --warmup-proxy (synflow) and runs the best --warmup-top
+    (min(N, 10, trials)) as its first trials; they count toward --trials.
     """
     import nas
 
@@ -127,9 +159,14 @@ def search(
         storage=storage,
         study=study,
         constraints=limits or None,
+        warmup=_whole("warmup", warmup),
+        warmup_proxy=warmup_proxy,
+        warmup_top=_whole("warmup_top", warmup_top),
     )
     with _SearchProgress(cfg.trials, quiet) as progress:
-        result = nas.search(cfg, callbacks=[progress.update], on_start=progress.start)
+        result = nas.search(
+            cfg, callbacks=[progress.update], on_start=progress.start, on_warmup=progress.warmup
+        )
     s = result.summary
     emit(result.pareto, Format.table, f"Pareto front of study {cfg.study!r}")
     total = s.evaluations_run + s.evaluations_reused
@@ -141,6 +178,32 @@ def search(
         f"evaluations: {s.evaluations_run} run, {s.evaluations_reused} of {total} reused "
         f"from storage. Study {cfg.study!r} has {len(result.study.trials)} trials."
     )
+    _print_warmup(result)
+
+
+def _print_warmup(result: Any) -> None:
+    cfg, w = result.plan.config, result.warmup
+    if w is not None:
+        err.print(
+            f"warm-up: {w.scored} of {w.n} candidates scored by {w.proxy} ({w.failed} failed; "
+            f"{w.evaluations_run} run, {w.evaluations_reused} reused); the best "
+            f"{len(w.enqueued)} were the first trials."
+        )
+    elif cfg.warmup:
+        err.print(
+            f"warm-up skipped: study {cfg.study!r} already had trials "
+            "(a study is warmed up only before its first trial)."
+        )
+
+
+def _whole(field: str, text: str | None) -> int | None:
+    """A whole number from the command line; anything else is a one-line ConfigError."""
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(field, f"expected a whole number, got {text!r}") from None
 
 
 def _limits(flags: dict[str, str | None], constraints: list[str]) -> dict[str, float]:
@@ -182,6 +245,8 @@ class _SearchProgress:
             console=err,
             disable=quiet,
         )
+        # Added first, so shown above the search's bar; visible once a warm-up runs.
+        self.warmup_task = self.progress.add_task("warm-up", total=None, best="", visible=False)
         self.task = self.progress.add_task("search", total=total, best="")
         self.best: float | None = None
         self.label = ""
@@ -191,11 +256,16 @@ class _SearchProgress:
         """Called once everything is checked: only now does the bar appear."""
         obj = plan.objectives[0]
         self.label, self.sign = obj.metric, (1 if obj.direction == "maximize" else -1)
+        self.progress.update(self.warmup_task, description=f"warm-up {plan.config.warmup_proxy}")
         self.progress.update(self.task, description=f"search {study.study_name}")
         if study.trials:
             err.print(f"continuing study {study.study_name!r}: {len(study.trials)} trials so far")
         self.progress.start()
         self.started = True
+
+    def warmup(self, done: int, total: int) -> None:
+        """The warm-up's own bar, above the search's: candidates scored so far."""
+        self.progress.update(self.warmup_task, completed=done, total=total, visible=True)
 
     def update(self, outcome: Any) -> None:
         if outcome.values and outcome.feasible:
@@ -213,31 +283,55 @@ class _SearchProgress:
             self.progress.stop()
 
 
-@app.command(epilog="Example: nas status nas --format json")
+@app.command(epilog="Example: nas status nas --reference 0,2e6 --format json")
 def status(
     study: Annotated[str | None, typer.Argument(help="A study; all studies when omitted.")] = None,
     storage: StorageOpt = "sqlite:///nas.db",
+    reference: ReferenceOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Trial counts by state, objectives and failure reasons."""
-    import nas
+    """Trial counts by state, objectives and failure reasons.
 
+    With --reference (one study only): also the hypervolume of its feasible front.
+    """
+    import nas
+    from nas._config import parse_reference
+
+    point = parse_reference(reference) if reference is not None else None
     if study is None:
+        if point is not None:
+            raise ConfigError("reference", "needs a STUDY: objectives differ between studies")
         emit(nas.studies(storage), fmt, "Studies")
     else:
-        emit(nas.study_status(nas.load_study(study, storage)), fmt, f"Study {study!r}")
+        row = nas.study_status(nas.load_study(study, storage), point)
+        emit(row, fmt, f"Study {study!r}")
 
 
-@app.command(epilog="Example: nas pareto nas --format json")
+@app.command(epilog="Example: nas pareto nas --format json | nas pareto nas --reference 0,2e6")
 def pareto(
     study: Annotated[str, typer.Argument(help="The study to read.")],
     storage: StorageOpt = "sqlite:///nas.db",
+    reference: ReferenceOpt = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """The Pareto front of a study: objectives, cost and architecture of each trial."""
-    import nas
+    """The Pareto front of a study: objectives, cost and architecture of each trial.
 
-    emit(nas.pareto(nas.load_study(study, storage)), fmt, f"Pareto front of study {study!r}")
+    With --reference, the front's hypervolume against that point follows as a line
+    on standard error: standard output stays the front alone, in either format
+    (scripts read the number from `nas status STUDY --reference ... -f json`).
+    """
+    import nas
+    from nas._api import front_hypervolume
+    from nas._config import parse_reference
+
+    point = parse_reference(reference) if reference is not None else None
+    loaded = nas.load_study(study, storage)
+    volume = front_hypervolume(loaded, point) if point is not None else None
+    rows = nas.pareto(loaded)
+    emit(rows, fmt, f"Pareto front of study {study!r}")
+    if point is not None:
+        at = ", ".join(f"{v:g}" for v in point)
+        err.print(f"hypervolume of the {len(rows)}-trial front against ({at}): {volume:.6g}")
 
 
 @app.command(
@@ -361,6 +455,18 @@ def evaluators(fmt: FormatOpt = Format.table) -> None:
     from nas.evaluators import evaluator_infos
 
     emit(evaluator_infos(), fmt, "Evaluators")
+
+
+@app.command(epilog="Example: nas samplers --format json")
+def samplers(fmt: FormatOpt = Format.table) -> None:
+    """The search strategies behind --sampler, and the options each takes (sampler_options)."""
+    from nas.strategies import SAMPLERS
+
+    rows = [
+        {"name": name, "description": info.description, "options": list(info.options)}
+        for name, info in SAMPLERS.items()
+    ]
+    emit(rows, fmt, "Samplers")
 
 
 @app.command(epilog="Example: nas datasets --format json")

@@ -11,7 +11,7 @@ from nas._errors import EvaluationError, Pruned
 
 if TYPE_CHECKING:
     from nas.evaluators import EvalContext, Evaluator
-    from nas.search_space import Architecture
+    from nas.search_space import AnyArchitecture
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Worker(abc.ABC):
     """
 
     @abc.abstractmethod
-    def evaluate(self, arch: Architecture, evaluator: Evaluator, ctx: EvalContext) -> EvalResult:
+    def evaluate(self, arch: AnyArchitecture, evaluator: Evaluator, ctx: EvalContext) -> EvalResult:
         """Run ``evaluator`` on ``arch``."""
 
     def close(self) -> None:  # noqa: B027 (an optional hook, a concrete no-op)
@@ -47,7 +47,7 @@ class Worker(abc.ABC):
 class LocalWorker(Worker):
     """Evaluates in the calling process; never starts Ray."""
 
-    def evaluate(self, arch: Architecture, evaluator: Evaluator, ctx: EvalContext) -> EvalResult:
+    def evaluate(self, arch: AnyArchitecture, evaluator: Evaluator, ctx: EvalContext) -> EvalResult:
         start = time.perf_counter()
         try:
             metrics = evaluator(arch, ctx)

@@ -26,7 +26,7 @@ from nas.workers._local import EvalResult, LocalWorker, Worker, failure_reason
 if TYPE_CHECKING:
     from nas._config import Objective
     from nas.evaluators import EvalContext, Evaluator, Reporter
-    from nas.search_space import Architecture, SearchSpace
+    from nas.search_space import AnyArchitecture, AnySpace
     from nas.storage import Store
 
 
@@ -35,7 +35,7 @@ class TrialOutcome:
     """One finished trial, as the progress display and the summary see it."""
 
     number: int
-    arch: Architecture
+    arch: AnyArchitecture
     state: TrialState
     values: tuple[float, ...] | None
     metrics: dict[str, float]
@@ -91,7 +91,7 @@ class Scheduler:
     def __init__(
         self,
         study: optuna.Study,
-        space: SearchSpace,
+        space: AnySpace,
         evaluators: Sequence[Evaluator],
         context: EvalContext,
         objectives: Sequence[Objective],
@@ -162,7 +162,7 @@ class Scheduler:
         )
 
     def _evaluate(
-        self, trial: optuna.Trial, arch: Architecture, metrics: dict[str, float]
+        self, trial: optuna.Trial, arch: AnyArchitecture, metrics: dict[str, float]
     ) -> _Evaluated:
         """Run (or reuse) every evaluator in turn; stop at the first failure or pruning."""
         done = _Evaluated(metrics)
@@ -181,7 +181,7 @@ class Scheduler:
         self._confirm(arch, metrics, done)
         return done
 
-    def _confirm(self, arch: Architecture, metrics: dict[str, float], done: _Evaluated) -> None:
+    def _confirm(self, arch: AnyArchitecture, metrics: dict[str, float], done: _Evaluated) -> None:
         """Replace estimates by measurements where they decide something.
 
         An evaluator with ``confirm_metrics`` (latency in mode auto: predicted) is
@@ -272,19 +272,11 @@ class Scheduler:
         return feasible
 
     def _result(
-        self, arch: Architecture, ev: Evaluator, trial: optuna.Trial
+        self, arch: AnyArchitecture, ev: Evaluator, trial: optuna.Trial
     ) -> tuple[EvalResult, bool]:
         """The evaluator's result, stored or fresh (then stored), and whether it was reused."""
-        fingerprint = self._fingerprints[ev.name]
-        stored = self.store.get_evaluation(arch.arch_id, ev.name, fingerprint)
-        if stored is not None:
-            return EvalResult(dict(stored.metrics), stored.seconds), True
         ctx = replace(self.context, reporter=self._reporter(trial))
-        result = self.worker.evaluate(arch, ev, ctx)
-        self.store.put_evaluation(
-            arch.arch_id, ev.name, fingerprint, result.metrics or {}, result.seconds, result.error
-        )
-        return result, False
+        return evaluate_cached(self.store, self.worker, arch, ev, ctx, self._fingerprints[ev.name])
 
     def _study_values(self, metrics: dict[str, float]) -> dict[str, float]:
         """Study-relative metrics (the ensemble's rank) against the study's COMPLETE trials.
@@ -323,3 +315,28 @@ class Scheduler:
             if math.isnan(value):
                 return f"objective {objective.metric} is NaN"
         return values
+
+
+def evaluate_cached(
+    store: Store,
+    worker: Worker,
+    arch: AnyArchitecture,
+    ev: Evaluator,
+    ctx: EvalContext,
+    fingerprint: str | None = None,
+) -> tuple[EvalResult, bool]:
+    """``ev``'s result on ``arch``, stored or fresh (then stored), and whether it was reused.
+
+    The one place where the ``(arch_id, evaluator, fingerprint)`` cache is read and
+    written: the scheduler and the warm-up share it. ``arch`` must already be in the
+    store (``put_architecture``); a failure is stored too, but never reused.
+    """
+    fingerprint = fingerprint or ev.fingerprint(ctx)
+    stored = store.get_evaluation(arch.arch_id, ev.name, fingerprint)
+    if stored is not None:
+        return EvalResult(dict(stored.metrics), stored.seconds), True
+    result = worker.evaluate(arch, ev, ctx)
+    store.put_evaluation(
+        arch.arch_id, ev.name, fingerprint, result.metrics or {}, result.seconds, result.error
+    )
+    return result, False
