@@ -14,6 +14,7 @@ weight (``module.weight``), never its quantized copy, as in ``snip``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -67,8 +68,13 @@ class GraSP(Evaluator):
 
     def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         weights, loss = _loss(arch, ctx, self.name)
-        pairs = zip(weights, hessian_gradient_product(loss, weights), strict=True)
-        return {"grasp": -sum(float((w.detach() * hg).sum()) for w, hg in pairs)}
+        terms = grasp_terms(weights, hessian_gradient_product(loss, weights))
+        return {"grasp": -sum(float(t) for t in terms)}
+
+
+def grasp_terms(weights: Sequence[torch.Tensor], hg: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``sum(w * Hg)`` of each weighted layer (scalar tensors); ``grasp`` is minus their sum."""
+    return [(w.detach() * h).sum() for w, h in zip(weights, hg, strict=True)]
 
 
 def hessian_gradient_product(loss: torch.Tensor, weights: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -78,6 +84,13 @@ def hessian_gradient_product(loss: torch.Tensor, weights: list[torch.Tensor]) ->
     the gradient does not depend on a weight.
     """
     grads = torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True)
+    return hessian_times_gradient(grads, weights)
+
+
+def hessian_times_gradient(
+    grads: Sequence[torch.Tensor | None], weights: list[torch.Tensor]
+) -> list[torch.Tensor]:
+    """``Hg`` from ``grads``, the gradient of a loss in ``weights`` taken with ``create_graph``."""
     terms = [(g * g.detach()).sum() for g in grads if g is not None and g.requires_grad]
     if not terms:  # the gradient does not depend on the weights: H g = 0
         return [torch.zeros_like(w) for w in weights]
@@ -114,7 +127,8 @@ class Fisher(Evaluator):
         acts: list[torch.Tensor] = []
 
         def record(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
-            acts.append(output)
+            if output.requires_grad:  # a ReLU of a constant (a cell node with no inputs) has none
+                acts.append(output)
 
         handles = [
             m.register_forward_hook(record) for m in model.modules() if isinstance(m, nn.ReLU)
@@ -126,15 +140,26 @@ class Fisher(Evaluator):
         finally:
             for handle in handles:
                 handle.remove()
-        total = 0.0
-        for act, grad in zip(acts, torch.autograd.grad(loss, acts, allow_unused=True), strict=True):
-            if grad is None:  # an output the loss does not use has zero saliency
-                continue
-            per_channel = (act * grad).detach().double()
-            if per_channel.dim() > 2:
-                per_channel = per_channel.flatten(2).sum(2)
-            total += float(0.5 * per_channel.pow(2).mean(0).sum())
-        return {"fisher": total}
+        terms = fisher_terms(acts, torch.autograd.grad(loss, acts, allow_unused=True))
+        return {"fisher": sum((float(t) for t in terms), 0.0)}
+
+
+def fisher_terms(
+    acts: Sequence[torch.Tensor], grads: Sequence[torch.Tensor | None]
+) -> list[torch.Tensor]:
+    """The Fisher saliency of each ReLU output (float64 scalars); their sum is ``fisher``.
+
+    An output the loss does not use (``grad`` None) has zero saliency and no term.
+    """
+    terms = []
+    for act, grad in zip(acts, grads, strict=True):
+        if grad is None:
+            continue
+        per_channel = (act * grad).detach().double()
+        if per_channel.dim() > 2:
+            per_channel = per_channel.flatten(2).sum(2)
+        terms.append(0.5 * per_channel.pow(2).mean(0).sum())
+    return terms
 
 
 @register_evaluator
@@ -175,17 +200,39 @@ class JacobCov(Evaluator):
 
 def jacob_cov_score(jacobian: torch.Tensor, k: float = JacobCov.k) -> float:
     """``-sum(log(v + k) + 1/(v + k))``, ``v`` the eigenvalues of ``corrcoef(jacobian)``."""
+    score, constant, positive = jacob_cov_tensors(jacobian, k)
+    return jacob_cov_metric(float(score), int(constant), len(jacobian), bool(positive))
+
+
+def jacob_cov_tensors(
+    jacobian: torch.Tensor, k: float = JacobCov.k
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The score of :func:`jacob_cov_score` and what decides whether it stands, on the device.
+
+    ``(score, constant, positive)``: the number of constant rows (when there is
+    one, the eigenvalues are those of the identity, so that no NaN reaches
+    ``eigvalsh``) and whether every ``v + k`` is finite and positive. No host sync.
+    """
     rows = jacobian.detach().double()
-    constant = int((rows.std(dim=1) == 0).sum())
+    constant = (rows.std(dim=1) == 0).sum()
+    corr = torch.corrcoef(rows)
+    identity = torch.eye(len(rows), dtype=corr.dtype, device=corr.device)
+    corr = torch.where(constant > 0, identity, corr)
+    eigenvalues = torch.linalg.eigvalsh(corr) + k
+    positive = torch.isfinite(eigenvalues).all() & (eigenvalues > 0).all()
+    return -(eigenvalues.log() + eigenvalues.reciprocal()).sum(), constant, positive
+
+
+def jacob_cov_metric(score: float, constant: int, samples: int, positive: bool) -> float:
+    """``score`` if it stands, else the :class:`EvaluationError` that says why not."""
     if constant:
         raise EvaluationError(
-            f"jacob_cov: the input Jacobian of {constant} of {len(rows)} samples is constant, "
+            f"jacob_cov: the input Jacobian of {constant} of {samples} samples is constant, "
             "so their correlations are undefined"
         )
-    eigenvalues = torch.linalg.eigvalsh(torch.corrcoef(rows)) + k
-    if not bool(torch.isfinite(eigenvalues).all()) or bool((eigenvalues <= 0).any()):
+    if not positive:
         raise EvaluationError("jacob_cov: the Jacobian correlation matrix is not positive")
-    return -float((eigenvalues.log() + eigenvalues.reciprocal()).sum())
+    return score
 
 
 @register_evaluator
