@@ -38,6 +38,7 @@ from nas.evaluators._latency import Hardware, Latency, LatencySettings, Profile
 from nas.evaluators._nb201 import NB201, nb201_table, nb201_test_accuracy
 from nas.evaluators._proxies import NASWOT, SNIP, GradNorm, SynFlow
 from nas.evaluators._proxies_extra import Fisher, GraSP, JacobCov, Zen, ZiCo
+from nas.evaluators._proxy_suite import ZCSuite
 from nas.evaluators._size_proxies import MACs, Params
 from nas.evaluators._training import Train, TrainSettings
 
@@ -70,6 +71,7 @@ __all__ = [
     "SynFlow",
     "Train",
     "TrainSettings",
+    "ZCSuite",
     "Zen",
     "ZiCo",
     "dataset_infos",

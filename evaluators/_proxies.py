@@ -61,17 +61,31 @@ class SynFlow(Evaluator):
     directions: ClassVar[dict[str, Direction]] = {"synflow": "maximize"}
 
     def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
-        model = _without_batchnorm(_fresh_model(arch, ctx)).double().eval()
-        with torch.no_grad():
-            for param in model.parameters():
-                param.abs_()
-        x = torch.ones((1, *arch.input_shape), dtype=torch.float64, device=ctx.device)
-        weights = _weights(model, self.name)
-        grads = _grads(model(x).sum(), weights)
-        score = sum(float((w.detach() * g).sum()) for w, g in zip(weights, grads, strict=True))
-        if score < 0:
-            raise EvaluationError(f"synflow: score is negative ({score:.3g})")
-        return {"synflow": math.log(score) if score > 0 else -math.inf}
+        terms = synflow_terms(_fresh_model(arch, ctx), arch, ctx.device)
+        return {"synflow": synflow_metric(sum(float(t) for t in terms))}
+
+
+def synflow_terms(model: nn.Module, arch: AnyArchitecture, device: str) -> list[torch.Tensor]:
+    """``sum(w * dR/dw)`` of each weighted layer of ``model`` (float64 scalars); see SynFlow.
+
+    Turns ``model`` into SynFlow's network in place first: BatchNorm replaced by
+    the identity, float64, eval mode, every parameter replaced by its absolute value.
+    """
+    model = _without_batchnorm(model).double().eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.abs_()
+    x = torch.ones((1, *arch.input_shape), dtype=torch.float64, device=device)
+    weights = _weights(model, "synflow")
+    grads = _grads(model(x).sum(), weights)
+    return [(w.detach() * g).sum() for w, g in zip(weights, grads, strict=True)]
+
+
+def synflow_metric(score: float) -> float:
+    """The metric ``synflow`` of the summed score: its log, ``-inf`` at 0; negative is an error."""
+    if score < 0:
+        raise EvaluationError(f"synflow: score is negative ({score:.3g})")
+    return math.log(score) if score > 0 else -math.inf
 
 
 @register_evaluator
@@ -121,7 +135,12 @@ class GradNorm(Evaluator):
 
     def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         _, grads = _loss_grads(arch, ctx, self.name)
-        return {"grad_norm": sum(float(g.norm()) for g in grads)}
+        return {"grad_norm": sum(float(t) for t in grad_norm_terms(grads))}
+
+
+def grad_norm_terms(grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``||dL/dw||_2`` of each weighted layer (scalar tensors); their sum is ``grad_norm``."""
+    return [g.norm() for g in grads]
 
 
 @register_evaluator
@@ -143,8 +162,14 @@ class SNIP(Evaluator):
 
     def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         weights, grads = _loss_grads(arch, ctx, self.name)
-        pairs = zip(weights, grads, strict=True)
-        return {"snip": sum(float((w.detach() * g).abs().sum()) for w, g in pairs)}
+        return {"snip": sum(float(t) for t in snip_terms(weights, grads))}
+
+
+def snip_terms(
+    weights: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]
+) -> list[torch.Tensor]:
+    """``sum |w * dL/dw|`` of each weighted layer (scalar tensors); their sum is ``snip``."""
+    return [(w.detach() * g).abs().sum() for w, g in zip(weights, grads, strict=True)]
 
 
 def _fresh_model(arch: AnyArchitecture, ctx: EvalContext) -> nn.Module:

@@ -32,12 +32,13 @@ BUILT_INS = [
     "ensemble",
     "latency",
     "nb201",
+    "zc_suite",
     "params",
     "macs",
     "train",
 ]
 #: Evaluators whose one metric is not named after them.
-MANY_METRICS = {"ensemble", "train", "latency", "nb201"}
+MANY_METRICS = {"ensemble", "train", "latency", "nb201", "zc_suite"}
 
 
 class _Scaled(Evaluator):
