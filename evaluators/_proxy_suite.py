@@ -20,10 +20,25 @@ share most of the work, so the suite builds the network once and shares it:
   (BatchNorm removed, float64, ``|w|``) in place — the suite's last use of it,
   so nothing is copied and nothing needs undoing.
 
+For a float network (every weighted layer a plain ``nn.Conv2d``/``nn.Linear``,
+as NAS-Bench-201's) the batch passes also run faster kernels:
+
+* :class:`~nas.evaluators._double_backward.DoubleBackward` swaps its convolutions,
+  batch norms and ReLUs for ones whose second derivative is written out (GraSP's
+  ``Hg`` pass was 57% of the suite's time, most of it in PyTorch's generic double
+  backward of batch norm and convolution);
+* images on the CPU are channels-last (oneDNN's own layout: forward and first
+  backward about 2x faster), with batch-norm statistics in two passes (the CPU's
+  channels-last kernel sums in one float32 pass, 20x less precise).
+
+A quantized network keeps autograd's kernels: a float32 difference in the order
+of a sum moves values across its quantizers' steps.
+
 Every score is accumulated on the device and read back in one host sync at the
 end. The per-layer arithmetic is the single evaluators' own (the ``*_terms``
-helpers they use), so the values are theirs up to the order in which float64
-sums add per-layer terms (tested to 1e-9 relative).
+helpers they use), so the values are theirs up to float rounding: in float64 to
+1e-9 relative (tested); in float32 the faster kernels round differently, about
+as far from the exact values as the singles are (``benchmarks/proxy_speed.py``).
 """
 
 from __future__ import annotations
@@ -40,7 +55,9 @@ from torch import nn
 
 from nas._errors import EvaluationError
 from nas.evaluators._base import Direction, EvalContext, Evaluator, register_evaluator
+from nas.evaluators._double_backward import DoubleBackward
 from nas.evaluators._proxies import (
+    _WEIGHTED,
     _check_classes,
     _fresh_model,
     _weights,
@@ -109,8 +126,16 @@ def suite_scores(
     _check_batch(ctx, "jacob_cov")
     model = _fresh_model(arch, ctx)
     built_buffers = [b.clone() for b in model.buffers()]
+    # A quantized network rounds every layer's input to its grid: a float32 difference in
+    # the order of a sum moves values across a step, so it keeps autograd's kernels.
+    fast = _is_float(model)
+    kernels = DoubleBackward(model if fast else None)
+    layout = _layout(arch, ctx) if fast else torch.contiguous_format
+    model.to(memory_format=layout)  # type: ignore[call-overload]  # not in the stubs
     clock.mark("build")
-    values, samples = _batch_scores(model, arch, ctx, clock)
+    values, samples = _batch_scores(model, arch, ctx, clock, kernels, layout)
+    kernels.remove()  # synflow runs as its own evaluator runs it
+    model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     with torch.no_grad():  # synflow sees the buffers as built, as its own evaluator does
         for buffer, built in zip(model.buffers(), built_buffers, strict=True):
             buffer.copy_(built)
@@ -135,8 +160,26 @@ def suite_scores(
     return scores
 
 
+def _is_float(model: nn.Module) -> bool:
+    """Whether every weighted layer is a plain (unquantized) ``nn.Conv2d`` or ``nn.Linear``."""
+    return all(
+        type(m) in (nn.Conv2d, nn.Linear) for m in model.modules() if isinstance(m, _WEIGHTED)
+    )
+
+
+def _layout(arch: AnyArchitecture, ctx: EvalContext) -> torch.memory_format:
+    """Channels-last for images on the CPU: oneDNN's native layout, 1.5-2x faster here."""
+    image = len(arch.input_shape) == 3
+    return torch.channels_last if image and ctx.device == "cpu" else torch.contiguous_format
+
+
 def _batch_scores(
-    model: nn.Module, arch: AnyArchitecture, ctx: EvalContext, clock: _Clock
+    model: nn.Module,
+    arch: AnyArchitecture,
+    ctx: EvalContext,
+    clock: _Clock,
+    kernels: DoubleBackward,
+    layout: torch.memory_format,
 ) -> tuple[dict[str, torch.Tensor], int]:
     """The five batch proxies' sums (float64, on the device) from one train-mode forward.
 
@@ -147,7 +190,7 @@ def _batch_scores(
     x, y = ctx.batch(shape=arch.input_shape)
     if len(x) < 2:
         raise EvaluationError("jacob_cov: needs 2 train samples, but the data has 1")
-    x = x.clone().requires_grad_(True)
+    x = x.clone(memory_format=layout).requires_grad_(True)
     with _relu_outputs(model, x) as acts:
         logits = model(x)
     loss = F.cross_entropy(logits, y)
@@ -163,7 +206,8 @@ def _batch_scores(
     }
     clock.mark("gradients")
 
-    (jacobian,) = torch.autograd.grad(logits.sum(), x, retain_graph=True, allow_unused=True)
+    with kernels.inputs_only():
+        (jacobian,) = torch.autograd.grad(logits.sum(), x, retain_graph=True, allow_unused=True)
     if jacobian is None:
         raise EvaluationError("jacob_cov: the output does not depend on the input")
     score, constant, positive = jacob_cov_tensors(jacobian.flatten(1))

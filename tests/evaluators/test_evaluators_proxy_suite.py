@@ -36,11 +36,46 @@ def _singles(arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
     return {name: get_evaluator(name)(arch, ctx)[name] for name in SUITE_METRICS}
 
 
-def _assert_equal(suite: dict[str, float], singles: dict[str, float]) -> None:
-    # The per-layer terms are the singles' own; only the order of the float64 sums may differ.
-    assert set(suite) == set(singles)
-    for name, value in singles.items():
+class _Float64Context(EvalContext):
+    def batch(self, n=None, shape=None):  # type: ignore[no-untyped-def]
+        x, y = super().batch(n, shape)
+        return x.double(), y
+
+
+class _Float64Arch:
+    """``arch`` with its network built as usual (the same weights), then cast to float64."""
+
+    def __init__(self, arch: AnyArchitecture) -> None:
+        self.arch = arch
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.arch, name)
+
+    def build(self) -> nn.Module:
+        return self.arch.build().double()
+
+
+def _assert_equal(
+    arch: AnyArchitecture, ctx: EvalContext, float32_rel: float = 1e-2
+) -> dict[str, float]:
+    """The suite computes the singles' functions: equal in float64, close in float32.
+
+    In float64 only the order of sums differs. In float32 the suite's channels-last kernels
+    and written-out second derivatives (float networks only) round differently from
+    autograd's own, about as far from the exact values as the singles are: up to 4e-3
+    relative for GraSP's sum of cancelling terms (benchmarks/results/proxy_speed.md).
+    """
+    wide = _Float64Arch(arch)
+    wide_ctx = _Float64Context(ctx.dataset, seed=ctx.seed, batch_size=ctx.batch_size)
+    exact = _singles(wide, wide_ctx)  # type: ignore[arg-type]
+    suite = get_evaluator("zc_suite")(wide, wide_ctx)  # type: ignore[arg-type]
+    assert set(suite) == set(exact)
+    for name, value in exact.items():
         assert suite[name] == pytest.approx(value, rel=1e-9, abs=0), name
+    suite, singles = get_evaluator("zc_suite")(arch, ctx), _singles(arch, ctx)
+    for name, value in singles.items():
+        assert suite[name] == pytest.approx(value, rel=float32_rel, abs=0), name
+    return suite
 
 
 def _cell_context(arch: CellArchitecture, batch_size: int = 16) -> EvalContext:
@@ -70,8 +105,7 @@ def test_suite_equals_the_six_single_evaluators(space: str, arch: AnyArchitectur
         ctx = _cell_context(arch)
     else:
         ctx = EvalContext(DIGITS, seed=0, batch_size=32)
-    suite = get_evaluator("zc_suite")(arch, ctx)
-    _assert_equal(suite, _singles(arch, ctx))
+    suite = _assert_equal(arch, ctx)
     assert all(math.isfinite(v) for v in suite.values()), suite
 
 
@@ -82,7 +116,7 @@ def test_quantized_network_equals_the_singles(bits: int) -> None:
     layer = LayerSpec(type="conv3x3", width=16, wbits=bits, abits=max(bits, 4))
     arch = Architecture(input_shape=(1, 8, 8), num_classes=10, stages=((layer, layer),))
     ctx = EvalContext(DIGITS, seed=3, batch_size=32)
-    _assert_equal(get_evaluator("zc_suite")(arch, ctx), _singles(arch, ctx))
+    _assert_equal(arch, ctx, float32_rel=1e-9)  # a quantized network keeps autograd's kernels
 
 
 def test_cell_with_constant_nodes_equals_the_singles() -> None:
@@ -91,7 +125,7 @@ def test_cell_with_constant_nodes_equals_the_singles() -> None:
     text = "|none~0|+|none~0|none~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
     arch = CellArchitecture.from_string(text, input_shape=(3, 8, 8), cells_per_stage=2)
     ctx = _cell_context(arch)
-    _assert_equal(get_evaluator("zc_suite")(arch, ctx), _singles(arch, ctx))
+    _assert_equal(arch, ctx)
 
 
 def test_relu_reading_the_input_is_left_out_as_fisher_leaves_it_out(models, synthetic_ctx) -> None:
@@ -104,7 +138,7 @@ def test_relu_reading_the_input_is_left_out_as_fisher_leaves_it_out(models, synt
         )
 
     arch = models.StubArch(make)
-    _assert_equal(get_evaluator("zc_suite")(arch, synthetic_ctx), _singles(arch, synthetic_ctx))
+    _assert_equal(arch, synthetic_ctx)
 
 
 def test_suite_is_deterministic_seeded_and_works_under_no_grad(models, synthetic_ctx) -> None:

@@ -1,0 +1,141 @@
+"""The written-out double backward of Conv2d, BatchNorm2d and ReLU: autograd's derivatives."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from nas.evaluators._double_backward import DoubleBackward
+from nas.evaluators._proxies_extra import hessian_gradient_product
+from nas.search_space import get_space, sample_random
+
+
+def _double(module: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    return module.double()
+
+
+MODULES = {
+    "conv-stride-groups": lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2),
+    "conv-dilated-no-bias": lambda: nn.Conv2d(4, 4, 3, padding=2, dilation=2, bias=False),
+    "conv-1x1": lambda: nn.Conv2d(4, 3, 1, bias=False),
+    "batchnorm": lambda: nn.BatchNorm2d(4),
+    "batchnorm-no-affine": lambda: nn.BatchNorm2d(4, affine=False),
+    "batchnorm-no-running-stats": lambda: nn.BatchNorm2d(4, track_running_stats=False),
+    "relu": nn.ReLU,
+}
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_first_and_second_derivatives_are_autograds(name: str) -> None:
+    module = _double(MODULES[name]())
+    DoubleBackward(module)
+    assert type(module).__module__ == "nas.evaluators._double_backward"
+    x = torch.randn(3, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    params = [p for p in module.parameters()]
+
+    def f(x: torch.Tensor, *ps: torch.Tensor) -> torch.Tensor:
+        return module(x)
+
+    assert torch.autograd.gradcheck(f, (x, *params))
+    assert torch.autograd.gradgradcheck(f, (x, *params))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_hessian_gradient_product_of_a_network_equals_autograds(
+    layout: torch.memory_format,
+) -> None:
+    # GraSP's Hg through a real NB201 network (convolutions, BN, ReLU, pooling, sums), float64.
+    arch = sample_random(get_space("nb201").for_data((3, 8, 8), 10), 1, seed=4)[0]
+    torch.manual_seed(0)
+    native = arch.build().double().train()
+    fast = copy.deepcopy(native)
+    DoubleBackward(fast)
+    fast.to(memory_format=layout)
+    x = torch.randn(8, 3, 8, 8, dtype=torch.float64).contiguous(memory_format=layout)
+    y = torch.randint(0, 10, (8,))
+    results = []
+    for model in (native, fast):
+        weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+        loss = nn.functional.cross_entropy(model(x), y)
+        results.append(hessian_gradient_product(loss, weights))
+    for expected, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+    for a, b in zip(native.buffers(), fast.buffers(), strict=True):  # running stats as nn's
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
+def test_batch_norm_bookkeeping_is_nns() -> None:
+    native = _double(nn.BatchNorm2d(4, momentum=None))  # cumulative average: 1 / batches
+    fast = copy.deepcopy(native)
+    DoubleBackward(fast)
+    for _ in range(3):
+        x = torch.randn(6, 4, 3, 3, dtype=torch.float64) * 3 + 2
+        torch.testing.assert_close(fast(x), native(x))
+    assert fast.state_dict()["num_batches_tracked"] == native.state_dict()["num_batches_tracked"]
+    assert native.state_dict()["num_batches_tracked"] == 3
+    torch.testing.assert_close(fast.running_mean, native.running_mean)
+    torch.testing.assert_close(fast.running_var, native.running_var)
+    fast.eval(), native.eval()
+    x = torch.randn(6, 4, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(fast(x), native(x))
+
+
+def test_channels_last_statistics_are_as_precise_as_contiguous_ones() -> None:
+    # The CPU's own channels-last batch norm sums in one float32 pass (mean off by ~2e-5 here).
+    torch.manual_seed(0)
+    x = (torch.randn(64, 16, 16, 16) * 3 + 5).contiguous(memory_format=torch.channels_last)
+    bn = nn.BatchNorm2d(16, affine=False)
+    DoubleBackward(bn)
+    exact = nn.functional.batch_norm(x.double(), None, None, training=True)
+    assert (bn(x).double() - exact).abs().max() < 2e-6
+
+
+def test_inputs_only_gives_the_same_input_gradient_and_no_weight_gradient() -> None:
+    torch.manual_seed(0)
+    first = nn.Conv2d(3, 4, 3)
+    model = nn.Sequential(first, nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    kernels = DoubleBackward(model)
+    x = torch.randn(5, 3, 6, 6, requires_grad=True)
+    out = model(x).sum()
+    (expected,) = torch.autograd.grad(out, x, retain_graph=True)
+    with kernels.inputs_only():
+        (got,) = torch.autograd.grad(out, x, retain_graph=True)
+        with pytest.raises(RuntimeError, match="appears to not have been used"):
+            torch.autograd.grad(out, first.weight, retain_graph=True)
+    assert kernels.weights
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_unsupported_modules_keep_autograd_and_remove_restores_classes() -> None:
+    model = nn.Sequential(
+        nn.Conv2d(3, 3, 3, padding="same"),
+        nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect"),
+        nn.Conv1d(3, 3, 1),
+        nn.ReLU(inplace=True),
+        nn.BatchNorm1d(3),
+        nn.Conv2d(3, 3, 3),
+        nn.ReLU(),
+    )
+    before = [type(m) for m in model]
+    kernels = DoubleBackward(model)
+    assert [type(m) for m in model][:5] == before[:5]
+    assert type(model[5]) is not nn.Conv2d and isinstance(model[5], nn.Conv2d)
+    assert isinstance(model[6], nn.ReLU) and type(model[6]) is not nn.ReLU
+    kernels.remove()
+    assert [type(m) for m in model] == before
+    assert not hasattr(model[5], "_double_backward")
+
+
+@pytest.mark.gpu
+def test_second_derivatives_are_autograds_on_cuda() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    model = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU())
+    model = _double(model).cuda()
+    DoubleBackward(model)
+    x = torch.randn(3, 4, 5, 5, dtype=torch.float64, device="cuda", requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x, *ps: model(x), (x, *model.parameters()))
