@@ -2,14 +2,13 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
 import nas
 from nas._api import front_hypervolume
-from nas.cli import main
 from nas.strategies._pareto import hypervolume
 
 REFERENCE = "0,1e7"  # maximize:params, minimize:macs
@@ -26,20 +25,6 @@ SEARCH = [
     "-o",
     "macs",
 ]
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["nas", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -7,17 +7,15 @@ second and the tests keep their number small.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import assert_rejected, run_cli
 
 import nas
 import nas.evaluators._latency as latency_mod
-from nas.cli import main
 from nas.evaluators._latency import LatencySettings, available_providers, export_arch
 from nas.search_space import Architecture, LayerSpec
 from nas.storage import Store
@@ -28,23 +26,6 @@ ARCH = Architecture(
     num_classes=10,
     stages=((LayerSpec(type="conv3x3", width=8, wbits=8, abits=8),),),
 )
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    old, sys.argv = sys.argv, ["nas", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def settings() -> LatencySettings:
@@ -164,13 +145,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     db = tmp_path / "nas.db"
     url = f"sqlite:///{db}"
     Store(url).close()
-    before = digest(db)
-    for name, (args, expected) in _bad_cases(tmp_path).items():
-        code, out, err = run_cli(["profile", *FAST, "--storage", url, *args], capsys)
-        assert code == 2, (name, out, err)
-        assert err.startswith("error: ") and expected in err, (name, err)
-        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (name, err)
-        assert digest(db) == before, f"{name} wrote to the database"
+    assert_rejected(_bad_cases(tmp_path), ["profile", *FAST, "--storage", url], db, capsys)
 
 
 def test_calibrate_then_search_in_predict_mode(
