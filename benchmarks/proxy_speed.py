@@ -41,6 +41,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from nas._errors import EvaluationError
 from nas.evaluators import EvalContext, get_evaluator, load_dataset
+from nas.evaluators._float64 import in_float64
 from nas.evaluators._proxy_suite import STAGES, SUITE_METRICS, suite_scores
 from nas.search_space import CellArchitecture, get_space, sample_random
 
@@ -60,37 +61,14 @@ def _context(device: str) -> EvalContext:
     return EvalContext(data, seed=0, device=device, batch_size=64)
 
 
-class _Float64Context(EvalContext):
-    """The same batch in float64."""
-
-    def batch(self, n=None, shape=None):  # type: ignore[no-untyped-def]
-        x, y = super().batch(n, shape)
-        return x.double(), y
-
-
-class _Float64Arch:
-    """``arch`` whose network is built as usual (the same weights), then cast to float64."""
-
-    def __init__(self, arch: CellArchitecture) -> None:
-        self.arch = arch
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.arch, name)
-
-    def build(self) -> torch.nn.Module:
-        return self.arch.build().double()
-
-
 def _float64_reference(archs: list[CellArchitecture]) -> list[dict[str, float] | None]:
     """The six single evaluators in float64: the exact values, up to float64 rounding."""
     torch.set_num_threads(2)
-    ctx = _context("cpu")
-    ctx = _Float64Context(ctx.dataset, seed=ctx.seed, batch_size=ctx.batch_size)
     rows: list[dict[str, float] | None] = []
     for arch in archs:
         try:
-            wide = _Float64Arch(arch)
-            rows.append({n: get_evaluator(n)(wide, ctx)[n] for n in PROXIES})  # type: ignore[arg-type]
+            wide, ctx = in_float64(arch, _context("cpu"))
+            rows.append({n: get_evaluator(n)(wide, ctx)[n] for n in PROXIES})
         except EvaluationError:
             rows.append(None)
     return rows

@@ -12,6 +12,7 @@ from torch import nn
 
 from nas._errors import ConfigError, EvaluationError
 from nas.evaluators import EvalContext, ZCSuite, get_evaluator, load_dataset
+from nas.evaluators._float64 import in_float64
 from nas.evaluators._proxy_suite import STAGES, SUITE_METRICS, suite_scores
 from nas.search_space import (
     AnyArchitecture,
@@ -36,25 +37,6 @@ def _singles(arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
     return {name: get_evaluator(name)(arch, ctx)[name] for name in SUITE_METRICS}
 
 
-class _Float64Context(EvalContext):
-    def batch(self, n=None, shape=None):  # type: ignore[no-untyped-def]
-        x, y = super().batch(n, shape)
-        return x.double(), y
-
-
-class _Float64Arch:
-    """``arch`` with its network built as usual (the same weights), then cast to float64."""
-
-    def __init__(self, arch: AnyArchitecture) -> None:
-        self.arch = arch
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.arch, name)
-
-    def build(self) -> nn.Module:
-        return self.arch.build().double()
-
-
 def _assert_equal(
     arch: AnyArchitecture, ctx: EvalContext, float32_rel: float = 1e-2
 ) -> dict[str, float]:
@@ -65,10 +47,9 @@ def _assert_equal(
     autograd's own, about as far from the exact values as the singles are: up to 4e-3
     relative for GraSP's sum of cancelling terms (benchmarks/results/proxy_speed.md).
     """
-    wide = _Float64Arch(arch)
-    wide_ctx = _Float64Context(ctx.dataset, seed=ctx.seed, batch_size=ctx.batch_size)
-    exact = _singles(wide, wide_ctx)  # type: ignore[arg-type]
-    suite = get_evaluator("zc_suite")(wide, wide_ctx)  # type: ignore[arg-type]
+    wide, wide_ctx = in_float64(arch, ctx)
+    exact = _singles(wide, wide_ctx)
+    suite = get_evaluator("zc_suite")(wide, wide_ctx)
     assert set(suite) == set(exact)
     for name, value in exact.items():
         assert suite[name] == pytest.approx(value, rel=1e-9, abs=0), name
