@@ -64,11 +64,12 @@ def _context(device: str) -> EvalContext:
 def _float64_reference(archs: list[CellArchitecture]) -> list[dict[str, float] | None]:
     """The six single evaluators in float64: the exact values, up to float64 rounding."""
     torch.set_num_threads(2)
+    ctx = _context("cpu")
     rows: list[dict[str, float] | None] = []
     for arch in archs:
         try:
-            wide, ctx = in_float64(arch, _context("cpu"))
-            rows.append({n: get_evaluator(n)(wide, ctx)[n] for n in PROXIES})
+            wide, wide_ctx = in_float64(arch, ctx)
+            rows.append({n: get_evaluator(n)(wide, wide_ctx)[n] for n in PROXIES})
         except EvaluationError:
             rows.append(None)
     return rows
@@ -85,17 +86,21 @@ def _errors(
             for v, e in zip(values, exact, strict=False)
             if v is not None and e is not None
         )
-        out[name] = {"median": errs[len(errs) // 2] if errs else math.nan, "max": max(errs)}
+        median = errs[len(errs) // 2] if errs else math.nan
+        out[name] = {"median": median, "max": max(errs, default=math.nan)}
     return out
+
+
+_WORKER_CONTEXT: list[EvalContext] = []  # one per worker process, made by _pool_init
 
 
 def _pool_init() -> None:
     torch.set_num_threads(1)
+    _WORKER_CONTEXT.append(_context("cpu"))
 
 
 def _pool_score(arch: CellArchitecture) -> dict[str, float] | None:
-    ctx = _context("cpu")
-    scores, _ = _timed(_suite(arch, ctx, None), "cpu")
+    scores, _ = _timed(_suite(arch, _WORKER_CONTEXT[0], None), "cpu")
     return scores
 
 

@@ -30,9 +30,10 @@ autograd's own) and whose second backward is written out:
 * ReLU: the derivative of the mask is zero, so nothing flows back to the output.
 
 Anything else (other module types, ``padding="same"``, eval-mode batch norm, an
-in-place ReLU) keeps autograd's own formulas. The first and second derivatives
-are the same functions as autograd's (``gradgradcheck`` in the tests); only the
-float rounding of the second differs.
+in-place ReLU) keeps autograd's own formulas. The forward values and both
+derivatives are the same functions as autograd's (``gradgradcheck`` and a float64
+comparison in the tests); only float rounding differs: in the second derivatives,
+and in batch norm's statistics, which are computed in two passes.
 
 :meth:`DoubleBackward.inputs_only` tells the convolutions and batch norms that
 the backward pass being run wants gradients of inputs alone (an input Jacobian):
@@ -297,9 +298,8 @@ class _BatchNormBackward(torch.autograd.Function):
     ) -> tuple[Any, ...]:
         g_out, weight, x_hat, invstd, s_x, s_g = ctx.saved_tensors
         need_g_out, need_x, need_weight = ctx.needs_input_grad[:3]
-        x = x_hat  # same shape and layout
-        dims = [0, *range(2, x.dim())]
-        m = x.numel() // x.shape[1]
+        dims = [0, *range(2, x_hat.dim())]
+        m = x_hat.numel() // x_hat.shape[1]
         r = invstd
         gr = r if weight is None else weight * r
         zero = torch.zeros_like(r)
@@ -313,9 +313,9 @@ class _BatchNormBackward(torch.autograd.Function):
 
         d_g_out = d_x = d_weight = None
         if need_g_out:
-            d_g_out = torch.addcmul(_channel(c, x), x_hat, _channel(p, x))
+            d_g_out = torch.addcmul(_channel(c, x_hat), x_hat, _channel(p, x_hat))
             if a_in is not None:
-                d_g_out.addcmul_(a_in, _channel(gr, x))
+                d_g_out.addcmul_(a_in, _channel(gr, x_hat))
         if need_weight:
             d_weight = r * (ag - a * s_g / m - ax * s_x / m)
         if need_x:
@@ -324,10 +324,10 @@ class _BatchNormBackward(torch.autograd.Function):
             k = gamma * (ag - a * s_g / m) - gamma * ax * s_x / m
             sum_g, sum_g_x = p * s_g + q * a, p * s_x + q * ax
             delta = -r * sum_g_x / m - (r * r / m) * k
-            d_x = torch.addcmul(_channel(-r * sum_g / m, x), g_out, _channel(r * p, x))
-            d_x.addcmul_(x_hat, _channel(delta, x))
+            d_x = torch.addcmul(_channel(-r * sum_g / m, x_hat), g_out, _channel(r * p, x_hat))
+            d_x.addcmul_(x_hat, _channel(delta, x_hat))
             if a_in is not None:
-                d_x.addcmul_(a_in, _channel(r * q, x))
+                d_x.addcmul_(a_in, _channel(r * q, x_hat))
         return d_g_out, d_x, d_weight, None, None, None, None
 
 
