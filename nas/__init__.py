@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from nas._api import SearchResult, load_study, pareto, search, studies, study_status
+from nas._api import SearchResult, join, load_study, pareto, search, studies, study_status
 from nas._config import SearchConfig, load_config
 from nas._errors import (
     ConfigError,
@@ -31,6 +31,7 @@ __all__ = [
     "SearchResult",
     "StorageError",
     "UnknownNameError",
+    "join",
     "load_config",
     "load_study",
     "pareto",

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import json
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas._config import SearchConfig, load_config
+from nas._config import SearchConfig, config_from_dict, load_config
 from nas._errors import ConfigError, NasError
 from nas._plan import Plan, make_plan
 from nas.storage import Store
 from nas.strategies import make_pruner, make_sampler
 from nas.strategies._pareto import hypervolume, non_dominated
 from nas.workers import Scheduler, SearchSummary, TrialOutcome
+from nas.workers._backends import Backend, LocalBackend, ProcessBackend
+from nas.workers._heartbeat import counted_trials, driver_id, recover_stale
 from nas.workers._warmup import Progress, WarmupResult, warm_up
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# The driver records heartbeats itself, outside study.optimize (nas.workers._heartbeat).
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with")
 
 
 @dataclass
@@ -34,6 +39,8 @@ class SearchResult:
     plan: Plan
     #: What the zero-cost warm-up did; None if there was none (not asked, or a continued study).
     warmup: WarmupResult | None = None
+    #: Numbers of the trials found stale (their driver had stopped) and queued again.
+    recovered: list[int] = field(default_factory=list)
 
     @property
     def pareto(self) -> list[dict[str, Any]]:
@@ -46,8 +53,16 @@ def search(
     callbacks: Sequence[Callable[[TrialOutcome], None]] = (),
     on_start: Callable[[Plan, optuna.Study], None] | None = None,
     on_warmup: Progress | None = None,
+    resume: bool = False,
 ) -> SearchResult:
     """Run a search; a study of that name in that storage is continued.
+
+    A continued study first recovers the trials a stopped driver left RUNNING:
+    they are failed (user attr ``stale``) and their architectures run again first;
+    evaluations already stored are reused. ``trials`` more trials are run, or with
+    ``resume=True`` as many as the study lacks to have ``trials`` (stale ones not
+    counted), so a killed search resumed with the same command ends where it would
+    have ended.
 
     With ``warmup: N`` a new study first scores N random candidates with
     ``warmup_proxy`` and enqueues the best ``warmup_top`` as its first trials
@@ -64,16 +79,94 @@ def search(
         >>> len(warm.warmup.enqueued)
         3
     """
-    plan = make_plan(_as_config(config))
+    return _search(_as_config(config), callbacks, on_start, on_warmup, resume=resume)
+
+
+def join(
+    study: str,
+    storage: str = "sqlite:///nas.db",
+    *,
+    trials: int | None = None,
+    callbacks: Sequence[Callable[[TrialOutcome], None]] = (),
+    on_start: Callable[[Plan, optuna.Study], None] | None = None,
+    **overrides: Any,
+) -> SearchResult:
+    """Join an existing study as one more driver with its own ask/tell loop.
+
+    The space, data set, evaluators, objectives, constraints and sampler are the
+    study's own (as ``nas search`` recorded them); ``overrides`` may change how this
+    driver runs (``parallel``, ``backend``, ``seed``, ``device``...). Several drivers
+    on one database (PostgreSQL across machines) share the study: each writes only
+    its own trials, and an architecture one has evaluated the others reuse.
+
+    ``trials`` trials are run by this driver; without it, drivers ask until the
+    study has as many trials as it was created with (each may ask one past it).
+
+    Example:
+        >>> import nas
+        >>> _ = nas.search({"trials": 2, "storage": "sqlite:///example.db", "study": "j"})
+        >>> nas.join("j", "sqlite:///example.db", trials=2).summary.complete
+        2
+    """
+    cfg = joined_config(study, storage, trials, overrides)
+    total = None if trials is not None else cfg.trials
+    return _search(cfg, callbacks, on_start, None, total=total)
+
+
+def joined_config(
+    study: str, storage: str, trials: int | None, overrides: dict[str, Any]
+) -> SearchConfig:
+    """The config of a driver joining ``study``: the study's search, this driver's options."""
+    loaded = load_study(study, storage)
+    attrs = loaded.user_attrs
+    if "nas.space" not in attrs:
+        raise ConfigError(
+            "study", f"study {study!r} was not created by nas search; it has no search to join"
+        )
+    run = dict(attrs.get("nas.run", {}))
+    total = run.pop("trials", None)
+    data: dict[str, Any] = {
+        "space": attrs["nas.space"],
+        "dataset": attrs["nas.dataset"],
+        "evaluators": attrs["nas.evaluators"],
+        "objectives": attrs["nas.objectives"],
+        "constraints": attrs.get("nas.constraints", {}),
+        **run,
+        # Drivers that join at once must not propose the same candidates.
+        "seed": zlib.crc32(driver_id().encode()) % 2**31,
+        "storage": storage,
+        "study": study,
+    }
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    data["trials"] = trials if trials is not None else total or len(loaded.trials)
+    return config_from_dict(data)
+
+
+def _search(
+    config: SearchConfig,
+    callbacks: Sequence[Callable[[TrialOutcome], None]],
+    on_start: Callable[[Plan, optuna.Study], None] | None,
+    on_warmup: Progress | None,
+    *,
+    resume: bool = False,
+    total: int | None = None,
+) -> SearchResult:
+    plan = make_plan(config)
     cfg = plan.config
-    store = Store(cfg.storage)
+    store = Store(cfg.storage, heartbeat_grace=cfg.heartbeat_grace)
     warmup = None
     try:
         proxy = plan.warmup_proxy
         extra = [] if proxy is None or proxy in plan.evaluators else [proxy]
         for ev in (*plan.evaluators, *extra):  # before the study: a missing predictor is bad
             ev.attach_store(store)  # input; latency keeps its profiles in the store's tables
+        if resume and not _existing_trials(store.optuna_storage(), cfg.study):
+            raise ConfigError(
+                "resume", f"no study {cfg.study!r} with trials in {store.masked_url} to resume"
+            )
         study = _open_study(plan, store)
+        recovered = recover_stale(study)
+        n_trials = cfg.trials - counted_trials(study) if resume else cfg.trials
         if on_start is not None:
             on_start(plan, study)
         if plan.warmup_proxy is not None and _needs_warmup(study):
@@ -88,19 +181,40 @@ def search(
                 seed=cfg.seed,
                 progress=on_warmup,
             )
-        scheduler = Scheduler(
-            study,
-            plan.space,
-            plan.evaluators,
-            plan.context,
-            plan.objectives,
-            store,
-            constraints=plan.constraints,
-        )
-        summary = scheduler.run(cfg.trials, cfg.timeout, callbacks)
+        with make_backend(plan) as backend:
+            scheduler = Scheduler(
+                study,
+                plan.space,
+                plan.evaluators,
+                plan.context,
+                plan.objectives,
+                store,
+                backend=backend,
+                constraints=plan.constraints,
+            )
+            summary = scheduler.run(max(0, n_trials), cfg.timeout, callbacks, total)
     finally:
         store.close()
-    return SearchResult(study, summary, plan, warmup)
+    return SearchResult(study, summary, plan, warmup, recovered)
+
+
+def make_backend(plan: Plan) -> Backend:
+    """The plan's backend: this process, a local process pool, or Ray actors."""
+    cfg = plan.config
+    if plan.backend == "local":
+        return LocalBackend(plan.evaluators, plan.context)
+    if plan.backend == "process":
+        return ProcessBackend(plan.worker_setup(), cfg.parallel, cfg.max_retries)
+    from nas.workers._ray import RayBackend
+
+    return RayBackend(
+        plan.worker_setup(),
+        cfg.parallel,
+        cfg.max_retries,
+        address=cfg.ray_address,
+        cpus_per_trial=cfg.cpus_per_trial or 1.0,
+        gpus_per_trial=cfg.gpus_per_trial,
+    )
 
 
 def _needs_warmup(study: optuna.Study) -> bool:
@@ -136,7 +250,7 @@ def _open_study(plan: Plan, store: Store) -> optuna.Study:
     if existing or study.user_attrs:
         _check_same_search(study, attrs, directions)
     else:
-        for key, value in attrs.items():
+        for key, value in {**attrs, **plan.run_attrs()}.items():
             study.set_user_attr(key, value)
         study.set_metric_names([o.metric for o in plan.objectives])
     return study
@@ -325,6 +439,7 @@ __all__ = [
     "NasError",
     "SearchResult",
     "front_hypervolume",
+    "join",
     "load_study",
     "pareto",
     "search",

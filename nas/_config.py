@@ -107,6 +107,21 @@ class SearchConfig(BaseModel):
     warmup_proxy: str = "synflow"
     #: How many of the best to enqueue as the first trials (default: min(warmup, 10, trials)).
     warmup_top: int | None = Field(default=None, ge=1)
+    #: Evaluations in flight at once.
+    parallel: int = Field(default=1, ge=1)
+    #: Where they run: local (this process), process (a local pool), ray; default: local
+    #: for one at a time, process for more.
+    backend: Literal["local", "process", "ray"] | None = None
+    #: How often an evaluation whose worker died is run again before its trial fails.
+    max_retries: int = Field(default=2, ge=0)
+    #: CPU threads (process) or Ray CPUs per evaluation; default: the cores shared out.
+    cpus_per_trial: float | None = Field(default=None, gt=0)
+    #: GPUs per evaluation on Ray (fractions share a GPU, e.g. 0.25).
+    gpus_per_trial: float = Field(default=0.0, ge=0)
+    #: The Ray cluster: auto (a running one), ray://host:10001, or None (start one here).
+    ray_address: str | None = None
+    #: Seconds without a heartbeat after which another driver recovers a RUNNING trial.
+    heartbeat_grace: int = Field(default=60, ge=2)
 
     @field_validator("dataset", mode="before")
     @classmethod

@@ -6,6 +6,8 @@ URL last, so bad input leaves the database untouched.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,7 @@ from nas.search_space import AnySpace, get_space
 from nas.search_space._load import space_from_dict
 from nas.storage import check_url
 from nas.strategies import PRUNERS, make_sampler
+from nas.workers._backends import WorkerSetup
 from nas.workers._warmup import warmup_metric
 
 
@@ -34,11 +37,47 @@ class Plan:
     warmup_proxy: Evaluator | None = None
     #: How many warm-up candidates become the first trials (0: no warm-up).
     warmup_top: int = 0
+    #: Where evaluations run: local, process or ray.
+    backend: str = "local"
 
     def max_epochs(self) -> int | None:
         """The most epochs any evaluator trains for (a pruner's resource), if any trains."""
         epochs = [int(e.settings()["epochs"]) for e in self.evaluators if "epochs" in e.settings()]
         return max(epochs, default=None)
+
+    def worker_setup(self) -> WorkerSetup:
+        """What a worker process or Ray actor needs to build this plan's evaluators."""
+        cfg = self.config
+        threads = None
+        if self.backend == "process":
+            cpus = cfg.cpus_per_trial or max(1, (os.cpu_count() or 1) // cfg.parallel)
+            threads = max(1, int(cpus))
+        return WorkerSetup(
+            cfg.dataset.name,
+            dict(cfg.dataset.settings),
+            tuple((type(ev), ev.settings()) for ev in self.evaluators),
+            seed=self.context.seed,
+            device=self.context.device,
+            batch_size=self.context.batch_size,
+            storage=cfg.storage,
+            threads=threads,
+        )
+
+    def run_attrs(self) -> dict[str, Any]:
+        """How the study was first run, for ``nas worker`` to join it the same way (unchecked)."""
+        cfg = self.config
+        return {
+            "nas.run": {
+                "sampler": cfg.sampler,
+                "sampler_options": dict(cfg.sampler_options),
+                "pruner": cfg.pruner,
+                "seed": cfg.seed,
+                "eval_seed": cfg.eval_seed,
+                "batch_size": cfg.batch_size,
+                "device": cfg.device,
+                "trials": cfg.trials,
+            }
+        }
 
     def study_attrs(self) -> dict[str, Any]:
         """What a study records of the search that created it (checked when it is resumed)."""
@@ -81,10 +120,46 @@ def make_plan(config: SearchConfig) -> Plan:
     context = EvalContext(
         data, seed=config.eval_seed, device=_device(config.device), batch_size=config.batch_size
     )
+    backend = _backend(config)
     check_url(config.storage)
     return Plan(
-        config, space, evaluators, context, objectives, constraints, proxy if top else None, top
+        config,
+        space,
+        evaluators,
+        context,
+        objectives,
+        constraints,
+        proxy if top else None,
+        top,
+        backend,
     )
+
+
+def _backend(config: SearchConfig) -> str:
+    """The backend the config asks for (or implies), checked against its other options."""
+    backend = config.backend or ("local" if config.parallel == 1 else "process")
+    if backend == "local" and config.parallel > 1:
+        raise ConfigError(
+            "parallel",
+            f"the local backend runs one evaluation at a time, but got parallel="
+            f"{config.parallel}; use backend process or ray",
+        )
+    if backend != "local" and config.pruner != "none":
+        raise ConfigError(
+            "pruner",
+            f"pruning needs the local backend (intermediate values stay in the driver's "
+            f"process), but got backend {backend!r}; use --pruner none or --backend local",
+        )
+    if backend != "ray":
+        for name, value, unset in (
+            ("gpus_per_trial", config.gpus_per_trial, 0.0),
+            ("ray_address", config.ray_address, None),
+        ):
+            if value != unset:
+                raise ConfigError(name, f"needs backend ray, but got backend {backend!r}")
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError("backend", "ray is not installed; pip install 'ray>=2.60'")
+    return backend
 
 
 def _evaluator(i: int, name: str, settings: dict[str, Any]) -> Evaluator:

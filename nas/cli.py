@@ -40,6 +40,32 @@ ReferenceOpt = Annotated[
 ]
 
 
+# Numbers are parsed by _whole/_real, not by Typer, so that a bad one is a one-line error.
+ParallelOpt = Annotated[
+    str | None, typer.Option(metavar="<int>", help="Evaluations in flight at once (default 1).")
+]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(help="local | process | ray (default: local, process with --parallel > 1)."),
+]
+MaxRetriesOpt = Annotated[
+    str | None,
+    typer.Option(metavar="<int>", help="Runs again of an evaluation whose worker died (2)."),
+]
+CpusOpt = Annotated[
+    str | None,
+    typer.Option(metavar="<float>", help="CPU threads (process) or Ray CPUs per evaluation."),
+]
+GpusOpt = Annotated[
+    str | None,
+    typer.Option(metavar="<float>", help="GPUs per evaluation on Ray; 0.25 puts 4 on a GPU."),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(help="Ray cluster: auto (ray start here), ray://host:10001; default: new."),
+]
+
+
 @app.command(epilog="Example: nas search examples/search.yaml --trials 100 --sampler nsga2")
 def search(
     config: Annotated[
@@ -124,6 +150,19 @@ def search(
             help="Warm-up candidates enqueued as first trials (min(N, 10, trials)).",
         ),
     ] = None,
+    parallel: ParallelOpt = None,
+    backend: BackendOpt = None,
+    max_retries: MaxRetriesOpt = None,
+    cpus_per_trial: CpusOpt = None,
+    gpus_per_trial: GpusOpt = None,
+    ray_address: RayAddressOpt = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue a stopped search to its --trials in all (not --trials more).",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Search a space for architectures that are good and cheap.
@@ -138,6 +177,15 @@ def search(
     Warm-up (--warmup N): before its first trial, a new study scores N random
     candidates with --warmup-proxy (synflow) and runs the best --warmup-top
     (min(N, 10, trials)) as its first trials; they count toward --trials.
+
+    Parallel (--parallel K): K evaluations in flight, in a local process pool or on
+    Ray (--backend ray). A worker that dies is replaced and its evaluation retried
+    (--max-retries); a candidate that raises or runs out of memory fails at once.
+
+    Crash safety: every trial in flight has a heartbeat. Re-running on the same
+    study fails the trials a stopped driver left running and runs them again first;
+    --resume also counts --trials in all, so the same command resumes a killed
+    search where it would have ended. Nothing already evaluated is evaluated again.
     """
     import nas
 
@@ -162,12 +210,47 @@ def search(
         warmup=_whole("warmup", warmup),
         warmup_proxy=warmup_proxy,
         warmup_top=_whole("warmup_top", warmup_top),
+        **_run_options(parallel, backend, max_retries, cpus_per_trial, gpus_per_trial, ray_address),
     )
-    with _SearchProgress(cfg.trials, quiet) as progress:
+    with _SearchProgress(cfg.trials, quiet, resume) as progress:
         result = nas.search(
-            cfg, callbacks=[progress.update], on_start=progress.start, on_warmup=progress.warmup
+            cfg,
+            callbacks=[progress.update],
+            on_start=progress.start,
+            on_warmup=progress.warmup,
+            resume=resume,
         )
+    _print_summary(result)
+    _print_warmup(result)
+
+
+def _run_options(
+    parallel: str | None,
+    backend: str | None,
+    max_retries: str | None,
+    cpus_per_trial: str | None,
+    gpus_per_trial: str | None,
+    ray_address: str | None,
+) -> dict[str, Any]:
+    """How the evaluations run, from the command line (numbers checked here)."""
+    return {
+        "parallel": _whole("parallel", parallel),
+        "backend": backend,
+        "max_retries": _whole("max_retries", max_retries),
+        "cpus_per_trial": _real("cpus_per_trial", cpus_per_trial),
+        "gpus_per_trial": _real("gpus_per_trial", gpus_per_trial),
+        "ray_address": ray_address,
+    }
+
+
+def _print_summary(result: Any) -> None:
+    cfg = result.plan.config
     s = result.summary
+    if result.recovered:
+        err.print(
+            f"recovered {len(result.recovered)} trials a stopped driver left running "
+            f"({', '.join(map(str, result.recovered))}): queued to run again"
+        )
     emit(result.pareto, Format.table, f"Pareto front of study {cfg.study!r}")
     total = s.evaluations_run + s.evaluations_reused
     feasible = f" ({s.feasible} feasible)" if cfg.constraints else ""
@@ -178,7 +261,61 @@ def search(
         f"evaluations: {s.evaluations_run} run, {s.evaluations_reused} of {total} reused "
         f"from storage. Study {cfg.study!r} has {len(result.study.trials)} trials."
     )
-    _print_warmup(result)
+
+
+@app.command(
+    epilog="Example: nas worker nas --storage postgresql+psycopg://nas@db-host/nas --trials 50"
+)
+def worker(
+    study: Annotated[str, typer.Argument(help="The study to join (created by nas search).")],
+    storage: StorageOpt = "sqlite:///nas.db",
+    trials: Annotated[
+        str | None,
+        typer.Option(
+            "--trials",
+            "-n",
+            metavar="<int>",
+            help="Trials this worker runs; default: until the study has its --trials.",
+        ),
+    ] = None,
+    seed: Annotated[
+        str | None, typer.Option(metavar="<int>", help="Sampler seed (default: per process).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | auto.")] = None,
+    parallel: ParallelOpt = None,
+    backend: BackendOpt = None,
+    max_retries: MaxRetriesOpt = None,
+    cpus_per_trial: CpusOpt = None,
+    gpus_per_trial: GpusOpt = None,
+    ray_address: RayAddressOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Join an existing study on a shared database and run its search here.
+
+    The way to spread one search over machines without Ray: create the study once
+    (nas search --storage URL), then start `nas worker STUDY --storage URL` on each
+    machine. Each worker runs its own ask/tell loop with the study's space,
+    evaluators, objectives, constraints and sampler, writes only its own trials,
+    and reuses what the others have evaluated. Trials a stopped worker left running
+    are recovered by the others.
+    """
+    import nas
+
+    n = _whole("trials", trials)
+    with _SearchProgress(n, quiet) as progress:  # without --trials: no end known here
+        result = nas.join(
+            study,
+            storage,
+            trials=n,
+            callbacks=[progress.update],
+            on_start=progress.start,
+            seed=_whole("seed", seed),
+            device=device,
+            **_run_options(
+                parallel, backend, max_retries, cpus_per_trial, gpus_per_trial, ray_address
+            ),
+        )
+    _print_summary(result)
 
 
 def _print_warmup(result: Any) -> None:
@@ -204,6 +341,16 @@ def _whole(field: str, text: str | None) -> int | None:
         return int(text)
     except ValueError:
         raise ConfigError(field, f"expected a whole number, got {text!r}") from None
+
+
+def _real(field: str, text: str | None) -> float | None:
+    """A number from the command line; anything else is a one-line ConfigError."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(field, f"expected a number, got {text!r}") from None
 
 
 def _limits(flags: dict[str, str | None], constraints: list[str]) -> dict[str, float]:
@@ -235,7 +382,7 @@ def _number(metric: str, text: str) -> float:
 class _SearchProgress:
     """A rich progress bar: trials done, best so far, elapsed."""
 
-    def __init__(self, total: int, quiet: bool) -> None:
+    def __init__(self, total: int | None, quiet: bool, resume: bool = False) -> None:
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -251,6 +398,7 @@ class _SearchProgress:
         self.best: float | None = None
         self.label = ""
         self.started = False
+        self.resume = resume
 
     def start(self, plan: Any, study: Any) -> None:
         """Called once everything is checked: only now does the bar appear."""
@@ -260,6 +408,10 @@ class _SearchProgress:
         self.progress.update(self.task, description=f"search {study.study_name}")
         if study.trials:
             err.print(f"continuing study {study.study_name!r}: {len(study.trials)} trials so far")
+        if self.resume:  # the bar counts toward the study's total, from what it has
+            from nas.workers._heartbeat import counted_trials
+
+            self.progress.update(self.task, completed=counted_trials(study))
         self.progress.start()
         self.started = True
 

@@ -99,8 +99,9 @@ class Store:
             database cannot be reached (a one-line message, password masked).
     """
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True, heartbeat_grace: int = 60) -> None:
         self._url = url
+        self._grace = heartbeat_grace
         self._optuna: optuna.storages.RDBStorage | None = None
         with open_errors(url):
             parsed = make_url(url)
@@ -486,13 +487,23 @@ class Store:
         session.execute(statement.on_conflict_do_update(index_elements=key, set_=changed))
 
     def optuna_storage(self) -> optuna.storages.RDBStorage:
-        """Optuna's RDB storage on the same database (created once, then reused)."""
+        """Optuna's RDB storage on the same database (created once, then reused).
+
+        Its heartbeat settings say when a RUNNING trial whose driver sends no more
+        heartbeats is stale: after ``heartbeat_grace`` seconds (the store's argument);
+        the driver beats every quarter of that (``nas.workers`` records them).
+        """
         if self._optuna is None:
             import optuna  # the store itself does not need Optuna
 
             kwargs = engine_kwargs(self._engine.url)
             with open_errors(self._url):
-                self._optuna = optuna.storages.RDBStorage(self._url, engine_kwargs=kwargs)
+                self._optuna = optuna.storages.RDBStorage(
+                    self._url,
+                    engine_kwargs=kwargs,
+                    heartbeat_interval=max(1, self._grace // 4),
+                    grace_period=self._grace,
+                )
             tune_sqlite(self._optuna.engine)
         return self._optuna
 

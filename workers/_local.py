@@ -55,8 +55,37 @@ class LocalWorker(Worker):
             seconds = time.perf_counter() - start
             return EvalResult(stop.metrics, seconds, f"pruned at epoch {stop.step}", stop.step)
         except Exception as exc:  # the candidate's failure, reported, not raised
-            return EvalResult(None, time.perf_counter() - start, failure_reason(exc))
-        return EvalResult(metrics, time.perf_counter() - start)
+            reason, out_of_memory = failure_reason(exc), is_out_of_memory(exc)
+        else:
+            return EvalResult(metrics, time.perf_counter() - start)
+        if out_of_memory:  # out of the except block: its traceback no longer holds tensors
+            free_memory()
+            reason = f"out of memory ({reason})"
+        return EvalResult(None, time.perf_counter() - start, reason)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's out-of-memory error (or the host's MemoryError), however it was wrapped."""
+    import torch
+
+    if isinstance(exc, MemoryError | torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_memory() -> None:
+    """Give back what a failed evaluation left behind, so that the next candidate fits.
+
+    Called after the ``except`` block, whose exception's traceback held the failed
+    evaluation's frames and tensors: collects them and empties CUDA's cache.
+    """
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -13,15 +13,26 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
 
 from nas.storage import json_float
-from nas.workers._local import EvalResult, LocalWorker, Worker, failure_reason
+from nas.workers._backends import Backend, Done, LocalBackend, Task
+from nas.workers._heartbeat import (
+    DRIVER_ATTR,
+    RETRY_ATTR,
+    STALE_ATTR,
+    Heartbeat,
+    counted_trials,
+    driver_id,
+    heartbeat_interval,
+)
+from nas.workers._local import EvalResult, Worker, failure_reason
 
 if TYPE_CHECKING:
     from nas._config import Objective
@@ -80,8 +91,25 @@ class _Evaluated:
     pruned_at: int | None = None
 
 
+@dataclass
+class _Job:
+    """A trial between ask and tell: its architecture, what is known, what is still to run."""
+
+    trial: optuna.Trial
+    arch: AnyArchitecture
+    done: _Evaluated
+    #: Indices of the evaluators to run (not stored yet), in order.
+    pending: tuple[int, ...] = ()
+
+
 class Scheduler:
     """Runs the ask -> sample -> evaluate/reuse -> tell loop over one study.
+
+    Up to ``backend.slots`` trials are in flight at once: the driver asks while a
+    slot is free, sends the architecture (never the trial) to the backend, and
+    tells each trial as its evaluations come back, in whatever order they finish.
+    Every in-flight trial has a heartbeat; a trial whose driver stops is recovered
+    by the next driver on the study (:func:`~nas.workers._heartbeat.recover_stale`).
 
     ``constraints`` maps a metric to the most it may be; a complete trial over
     any limit is infeasible: Optuna's samplers rank it below every feasible one
@@ -96,7 +124,7 @@ class Scheduler:
         context: EvalContext,
         objectives: Sequence[Objective],
         store: Store,
-        worker: Worker | None = None,
+        backend: Backend | None = None,
         constraints: Mapping[str, float] | None = None,
     ) -> None:
         self.study = study
@@ -105,7 +133,7 @@ class Scheduler:
         self.context = context
         self.objectives = tuple(objectives)
         self.store = store
-        self.worker = worker or LocalWorker()
+        self.backend = backend or LocalBackend(self.evaluators, context)
         self.constraints = dict(constraints or {})
         self._fingerprints = {ev.name: ev.fingerprint(context) for ev in self.evaluators}
 
@@ -114,44 +142,127 @@ class Scheduler:
         n_trials: int,
         timeout: float | None = None,
         callbacks: Sequence[Callable[[TrialOutcome], None]] = (),
+        total: int | None = None,
     ) -> SearchSummary:
-        """Run ``n_trials`` trials, or fewer if ``timeout`` seconds pass first."""
+        """Run ``n_trials`` trials, or fewer if ``timeout`` seconds pass first.
+
+        After the timeout no trial is asked; those in flight are finished and told.
+        With ``total``, no trial is asked either once the study has that many
+        (:func:`~nas.workers._heartbeat.counted_trials`, every driver's): drivers
+        sharing a study stop together, at most one trial each past it.
+        """
         summary = SearchSummary(self.study.study_name)
         start = time.perf_counter()
-        for _ in range(n_trials):
-            if timeout is not None and time.perf_counter() - start >= timeout:
-                break
-            outcome = self.step()
+        storage = self.study._storage  # Optuna has no public handle on it
+        interval = float(heartbeat_interval(storage) or 10)
+        inflight: dict[int, _Job] = {}
+        asked = 0
+
+        def finish(job: _Job) -> None:
+            heartbeat.discard(job.trial._trial_id)
+            outcome = self._finish(job)
             summary.add(outcome)
             for callback in callbacks:
                 callback(outcome)
+
+        with Heartbeat(storage) as heartbeat:
+            try:
+                while True:
+                    while (
+                        len(inflight) < self.backend.slots
+                        and asked < n_trials
+                        and (timeout is None or time.perf_counter() - start < timeout)
+                        and (total is None or counted_trials(self.study) < total)
+                    ):
+                        asked += 1
+                        job = self._ask(heartbeat)
+                        if not job.pending:  # every evaluation reused
+                            finish(job)
+                            continue
+                        task = Task(job.trial.number, job.arch, job.pending)
+                        self.backend.submit(task, self._reporter(job.trial))
+                        inflight[job.trial.number] = job
+                    if not inflight:
+                        break
+                    for done in self.backend.wait(interval):
+                        job = inflight.pop(done.key)
+                        self._absorb(job, done)
+                        finish(job)
+            except BaseException as exc:  # never leave an asked trial RUNNING
+                for job in inflight.values():
+                    self._abandon(job.trial, _stop_reason(exc))
+                raise
         summary.seconds = time.perf_counter() - start
         return summary
 
-    def step(self) -> TrialOutcome:
-        """Ask one trial, evaluate it (reusing stored results) and tell Optuna."""
-        trial = self.study.ask()
+    def _ask(self, heartbeat: Heartbeat) -> _Job:
+        """Ask a trial, sample its architecture and look up what is stored of it."""
+        with warnings.catch_warnings():  # heartbeats are ours, recorded outside optimize()
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = self.study.ask()
         try:
-            return self._evaluate_and_tell(trial)
-        except BaseException as exc:  # never leave the asked trial RUNNING
-            reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else failure_reason(exc)
-            trial.set_user_attr("error", reason)
-            self.study.tell(trial, state=TrialState.FAIL)
+            trial.set_user_attr(DRIVER_ATTR, driver_id())
+            heartbeat.add(trial._trial_id)
+            arch = self.space.sample(trial)
+            cost = arch.cost()
+            self.store.put_architecture(
+                arch.arch_id, self.space.name, arch.to_json(), **cost.as_dict()
+            )
+            trial.set_user_attr("arch_id", arch.arch_id)
+            trial.set_user_attr("arch", arch.summary())
+            done = _Evaluated({k: float(v) for k, v in cost.as_dict().items()})
+            pending = []
+            for index, ev in enumerate(self.evaluators):
+                fingerprint = self._fingerprints[ev.name]
+                stored = self.store.get_evaluation(arch.arch_id, ev.name, fingerprint)
+                if stored is None:
+                    pending.append(index)
+                else:
+                    done.metrics.update(stored.metrics)
+                    done.reused += 1
+        except BaseException as exc:
+            self._abandon(trial, _stop_reason(exc))
             raise
+        return _Job(trial, arch, done, tuple(pending))
 
-    def _evaluate_and_tell(self, trial: optuna.Trial) -> TrialOutcome:
-        arch = self.space.sample(trial)
-        cost = arch.cost()
-        self.store.put_architecture(arch.arch_id, self.space.name, arch.to_json(), **cost.as_dict())
-        trial.set_user_attr("arch_id", arch.arch_id)
-        trial.set_user_attr("arch", arch.summary())
-        done = self._evaluate(trial, arch, {k: float(v) for k, v in cost.as_dict().items()})
+    def _absorb(self, job: _Job, done: Done) -> None:
+        """Store what the backend gave back and merge it into the job's metrics."""
+        if done.lost is not None:
+            job.done.error = done.lost
+            return
+        for index, result in zip(job.pending, done.results, strict=False):
+            ev = self.evaluators[index]
+            self.store.put_evaluation(
+                job.arch.arch_id,
+                ev.name,
+                self._fingerprints[ev.name],
+                result.metrics or {},
+                result.seconds,
+                result.error,
+            )
+            job.done.evaluated += 1
+            job.done.metrics.update(result.metrics or {})
+            if result.pruned_at is not None:
+                job.done.pruned_at = result.pruned_at
+                return
+            if result.metrics is None:
+                job.done.error = result.error or f"{ev.name}: failed"
+                return
+        if len(done.results) < len(job.pending):
+            job.done.error = "the worker returned fewer results than evaluations asked"
+
+    def _finish(self, job: _Job) -> TrialOutcome:
+        """Confirm estimates where they decide something, set the metrics, tell Optuna."""
+        trial, done = job.trial, job.done
+        if done.error is None and done.pruned_at is None:
+            done.metrics.update(self._study_values(done.metrics))
+            self._confirm(job.arch, done.metrics, done)
         for key, value in done.metrics.items():
             trial.set_user_attr(key, json_float(value))
         state, values, feasible = self._tell(trial, done)
         return TrialOutcome(
             trial.number,
-            arch,
+            job.arch,
             state,
             values,
             done.metrics,
@@ -161,25 +272,19 @@ class Scheduler:
             feasible,
         )
 
-    def _evaluate(
-        self, trial: optuna.Trial, arch: AnyArchitecture, metrics: dict[str, float]
-    ) -> _Evaluated:
-        """Run (or reuse) every evaluator in turn; stop at the first failure or pruning."""
-        done = _Evaluated(metrics)
-        for ev in self.evaluators:
-            result, was_reused = self._result(arch, ev, trial)
-            done.reused += was_reused
-            done.evaluated += not was_reused
-            metrics.update(result.metrics or {})
-            if result.pruned_at is not None:
-                done.pruned_at = result.pruned_at
-                return done
-            if result.metrics is None:
-                done.error = result.error or f"{ev.name}: failed"
-                return done
-        metrics.update(self._study_values(metrics))
-        self._confirm(arch, metrics, done)
-        return done
+    def _abandon(self, trial: optuna.Trial, reason: str) -> None:
+        """Fail a trial this driver cannot finish; its architecture is queued to run again.
+
+        It counts as not run (user attr ``stale``), like a trial whose driver died.
+        """
+        try:
+            trial.set_user_attr("error", reason)
+            trial.set_user_attr(STALE_ATTR, True)
+            self.study.tell(trial, state=TrialState.FAIL)
+        except Exception:  # the storage itself may be what failed; recovery will find it
+            return
+        if trial.params:
+            self.study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
 
     def _confirm(self, arch: AnyArchitecture, metrics: dict[str, float], done: _Evaluated) -> None:
         """Replace estimates by measurements where they decide something.
@@ -271,13 +376,6 @@ class Scheduler:
         trial.set_user_attr("feasible", feasible)
         return feasible
 
-    def _result(
-        self, arch: AnyArchitecture, ev: Evaluator, trial: optuna.Trial
-    ) -> tuple[EvalResult, bool]:
-        """The evaluator's result, stored or fresh (then stored), and whether it was reused."""
-        ctx = replace(self.context, reporter=self._reporter(trial))
-        return evaluate_cached(self.store, self.worker, arch, ev, ctx, self._fingerprints[ev.name])
-
     def _study_values(self, metrics: dict[str, float]) -> dict[str, float]:
         """Study-relative metrics (the ensemble's rank) against the study's COMPLETE trials.
 
@@ -315,6 +413,11 @@ class Scheduler:
             if math.isnan(value):
                 return f"objective {objective.metric} is NaN"
         return values
+
+
+def _stop_reason(exc: BaseException) -> str:
+    """Why the driver stopped with trials in flight."""
+    return "interrupted" if isinstance(exc, KeyboardInterrupt) else failure_reason(exc)
 
 
 def evaluate_cached(

@@ -62,8 +62,10 @@ def test_hessian_gradient_product_of_a_network_equals_autograds(
         weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
         loss = nn.functional.cross_entropy(model(x), y)
         results.append(hessian_gradient_product(loss, weights))
+    # Sums in another order (oneDNN's choice varies with the load on the threads): an element
+    # that cancels to ~1e-3 differs by ~2e-12 now and then; float32 would be ~1e-4 off.
     for expected, got in zip(*results, strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-11)
     for a, b in zip(native.buffers(), fast.buffers(), strict=True):  # running stats as nn's
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
 

@@ -160,9 +160,13 @@ def test_an_error_outside_the_candidate_fails_the_trial_and_propagates(
     monkeypatch.setattr(Store, "put_architecture", broken)
     with pytest.raises(OSError, match="disk full"):
         _search(db_url, trials=3)
-    [trial] = nas.load_study("nas", db_url).trials
+    trial, retry = nas.load_study("nas", db_url).trials
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs["error"] == "OSError: disk full"
+    # Not the candidate's fault: it does not count as run, and it is queued to run again.
+    assert trial.user_attrs["stale"] is True
+    assert retry.state == TrialState.WAITING and retry.user_attrs["retry_of"] == trial.number
+    assert retry.system_attrs["fixed_params"] == trial.params  # how Optuna enqueues
 
 
 TRAIN = {"name": "train", "settings": {"epochs": 4, "lr": 0.01, "batch_size": 64}}

@@ -1,0 +1,166 @@
+"""Heartbeats of in-flight trials, and the recovery of trials whose driver stopped.
+
+Optuna records heartbeats only inside ``study.optimize``; an ask/tell driver has
+none of its own. The driver therefore records one for every trial it has in
+flight, from a thread, in Optuna's own heartbeat table (the database's clock, so
+machines with skewed clocks agree), and writes its ``host:pid`` to the trial's
+user attr ``driver``.
+
+A RUNNING trial is *stale* when its driver is a process on this host that no
+longer exists (found at once), or when its last heartbeat is older than the
+storage's grace period (a driver on another machine). :func:`recover_stale`
+fails such a trial with the reason and enqueues its architecture again, so the
+next ``ask`` runs it first; its evaluations already stored are reused, not run
+again.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterable
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import TrialState
+
+#: User attr of a trial failed because its driver stopped (it does not count as run).
+STALE_ATTR = "stale"
+#: User attr of a re-queued trial: the number of the stale one it repeats.
+RETRY_ATTR = "retry_of"
+#: User attr naming the driver process of a trial, ``host:pid``.
+DRIVER_ATTR = "driver"
+
+
+def driver_id() -> str:
+    """This process as trials record it: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Heartbeat:
+    """Records a heartbeat for each trial in :meth:`add`, every ``interval`` seconds.
+
+    A context manager around the driver loop; does nothing on a storage without
+    heartbeats (anything but Optuna's RDB storage, which a study wraps in a cache).
+    """
+
+    def __init__(self, storage: optuna.storages.BaseStorage) -> None:
+        self._storage = storage if heartbeat_interval(storage) is not None else None
+        self._interval = heartbeat_interval(storage) or 10
+        self._trial_ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nas-heartbeat", daemon=True)
+
+    def add(self, trial_id: int) -> None:
+        """Beat for ``trial_id`` now and from now on."""
+        with self._lock:
+            self._trial_ids.add(trial_id)
+        self._beat([trial_id])
+
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self._trial_ids.discard(trial_id)
+
+    def _beat(self, trial_ids: Iterable[int]) -> None:
+        if self._storage is None:
+            return
+        for trial_id in trial_ids:
+            try:
+                self._storage.record_heartbeat(trial_id)
+            except Exception:  # a missed beat is retried at the next interval
+                continue
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                ids = list(self._trial_ids)
+            self._beat(ids)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:
+    """Seconds between a trial's heartbeats on ``storage``; None if it has none."""
+    return storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else None
+
+
+def recover_stale(study: optuna.Study) -> list[int]:
+    """Fail the study's stale RUNNING trials and enqueue their architectures again.
+
+    Returns the numbers of the trials failed. A trial another driver recovers (or
+    finishes) first is left to it. Each failed trial has user attrs ``error`` (the
+    reason) and ``stale``; each re-queued one has ``retry_of``.
+    """
+    storage = study._storage  # Optuna has no public handle on a study's storage or id
+    study_id = study._study_id
+    stale_ids: set[int] = set()
+    grace = None
+    interval = heartbeat_interval(storage)
+    if isinstance(storage, BaseHeartbeat) and interval is not None:
+        stale_ids = set(storage._get_stale_trial_ids(study_id))
+        backend = getattr(storage, "_backend", storage)  # under the study's cache
+        grace = getattr(backend, "grace_period", None) or 2 * interval
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial._trial_id in stale_ids:
+            reason = f"its driver stopped: no heartbeat for over {grace} s"
+        else:
+            reason = _dead_driver(trial.user_attrs.get(DRIVER_ATTR))
+        if reason is None:
+            continue
+        try:
+            storage.set_trial_user_attr(trial._trial_id, "error", reason)
+            storage.set_trial_user_attr(trial._trial_id, STALE_ATTR, True)
+            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:  # another driver got there first
+            continue
+        failed.append(trial.number)
+        if trial.params:
+            attrs = {
+                k: trial.user_attrs[k]
+                for k in ("warmup_rank", "warmup_score")
+                if k in trial.user_attrs
+            }
+            study.enqueue_trial(trial.params, user_attrs={**attrs, RETRY_ATTR: trial.number})
+    return failed
+
+
+def _dead_driver(driver: object) -> str | None:
+    """Why a trial's driver is known to be gone: a process of this host that has exited."""
+    if not isinstance(driver, str) or ":" not in driver:
+        return None
+    host, _, pid_text = driver.rpartition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return None  # this very process: a trial it has in flight is not stale
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f"its driver stopped: process {pid} on {host} no longer exists"
+    except PermissionError:
+        return None  # alive, someone else's
+    return None
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count toward a search's total: asked and not stale.
+
+    A RUNNING trial counts (its driver is alive, or it would have been recovered);
+    a WAITING one (enqueued, not asked yet) does not.
+    """
+    return sum(
+        not t.user_attrs.get(STALE_ATTR) and t.state != TrialState.WAITING
+        for t in study.get_trials(deepcopy=False)
+    )
