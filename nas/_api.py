@@ -164,24 +164,25 @@ def _search(
             raise ConfigError(
                 "resume", f"no study {cfg.study!r} with trials in {store.masked_url} to resume"
             )
-        study = _open_study(plan, store)
-        recovered = recover_stale(study)
-        n_trials = cfg.trials - counted_trials(study) if resume else cfg.trials
-        if on_start is not None:
-            on_start(plan, study)
-        if plan.warmup_proxy is not None and _needs_warmup(study):
-            warmup = warm_up(
-                study,
-                plan.space,
-                plan.warmup_proxy,
-                plan.context,
-                store,
-                n=cfg.warmup,
-                top=plan.warmup_top,
-                seed=cfg.seed,
-                progress=on_warmup,
-            )
+        # Before the study: a Ray cluster that cannot be reached leaves the database as it was.
         with make_backend(plan) as backend:
+            study = _open_study(plan, store)
+            recovered = recover_stale(study)
+            n_trials = cfg.trials - counted_trials(study) if resume else cfg.trials
+            if on_start is not None:
+                on_start(plan, study)
+            if plan.warmup_proxy is not None and _needs_warmup(study):
+                warmup = warm_up(
+                    study,
+                    plan.space,
+                    plan.warmup_proxy,
+                    plan.context,
+                    store,
+                    n=cfg.warmup,
+                    top=plan.warmup_top,
+                    seed=cfg.seed,
+                    progress=on_warmup,
+                )
             scheduler = Scheduler(
                 study,
                 plan.space,

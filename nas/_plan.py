@@ -57,7 +57,7 @@ class Plan:
             dict(cfg.dataset.settings),
             tuple((type(ev), ev.settings()) for ev in self.evaluators),
             seed=self.context.seed,
-            device=self.context.device,
+            device=self.config.device if self.backend == "ray" else self.context.device,
             batch_size=self.context.batch_size,
             storage=cfg.storage,
             threads=threads,
@@ -117,10 +117,10 @@ def make_plan(config: SearchConfig) -> Plan:
         )
     proxy = _warmup_proxy(config, evaluators)
     top = _warmup_top(config)
-    context = EvalContext(
-        data, seed=config.eval_seed, device=_device(config.device), batch_size=config.batch_size
-    )
     backend = _backend(config)
+    # On Ray the workers' GPUs count, not the driver's: they resolve the device themselves.
+    device = _device(config.device, required=backend != "ray")
+    context = EvalContext(data, seed=config.eval_seed, device=device, batch_size=config.batch_size)
     check_url(config.storage)
     return Plan(
         config,
@@ -205,10 +205,14 @@ def _warmup_top(config: SearchConfig) -> int:
     return top
 
 
-def _device(device: str) -> str:
+def _device(device: str, required: bool = True) -> str:
+    """The torch device for ``device`` here; ``cuda`` without one is an error if ``required``.
+
+    Not required, the driver's own work (a warm-up, a confirmation) falls back to the CPU.
+    """
     import torch
 
-    if device == "auto":
+    if device == "auto" or (device == "cuda" and not required):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", "'cuda' requested but no CUDA device is available; use cpu")

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from nas._errors import NasError
+from nas._errors import ConfigError, NasError
 from nas.workers._local import EvalResult, LocalWorker
 
 if TYPE_CHECKING:
@@ -77,6 +77,21 @@ class WorkerSetup:
     #: torch's intra-op threads in the worker (None: torch's default).
     threads: int | None = None
 
+    def resolved_device(self) -> str:
+        """``auto`` as this worker sees it; ``cuda`` where it sees none is an error."""
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(
+                "device",
+                "'cuda' requested but this worker sees no CUDA device "
+                f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+                "on Ray, ask for GPUs with --gpus-per-trial",
+            )
+        return self.device
+
     def build(self) -> tuple[tuple[Evaluator, ...], EvalContext]:
         """The evaluators and the context, as the driver has them."""
         import torch
@@ -87,7 +102,7 @@ class WorkerSetup:
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         data = load_dataset(self.dataset, **self.dataset_settings)
-        ctx = EvalContext(data, self.seed, self.device, self.batch_size)
+        ctx = EvalContext(data, self.seed, self.resolved_device(), self.batch_size)
         evaluators = tuple(cls(**settings) for cls, settings in self.evaluators)
         if self.storage is not None:
             store = Store(self.storage)  # kept open for the worker's life

@@ -7,21 +7,24 @@ actor's resource request, so ``gpus_per_trial=0.25`` puts four actors on a GPU.
 
 Connecting: ``address=None`` joins the cluster ``RAY_ADDRESS`` names (what ``ray job
 submit`` sets) or starts a private one on this machine; ``"auto"`` joins the one
-``ray start`` runs here; ``"ray://host:10001"`` is Ray Client. Ray >= 2.59 turns
-token authentication on for local clusters: a cluster Ray starts itself makes its
-token (``~/.ray/auth_token``); for ``ray start`` make one first with ``ray
-get-auth-token --generate``, and give remote drivers the same token
-(``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``). A connection refused for want of
-the token is a one-line :class:`~nas.NasError` saying so.
+``ray start`` runs here; ``"host:6379"`` or ``"ray://host:10001"`` (Ray Client)
+name one. Ray >= 2.59 turns token authentication on for a cluster ``ray.init``
+starts (it writes ``~/.ray/auth_token``), and ``ray start`` turns it on when it
+finds a token; a driver or node joining such a cluster needs the same token
+(``~/.ray/auth_token``, ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH``) and, for an
+explicit address, ``RAY_AUTH_MODE=token``, which :func:`_connect` sets when a token
+is at hand. A connection that fails is a one-line :class:`~nas.ConfigError` on
+``ray_address``, with a hint about the token where one may be missing.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nas._errors import NasError
+from nas._errors import ConfigError
 from nas.workers._backends import Backend, Done, Task, WorkerSetup, WorkerSetupError, run_task
 
 if TYPE_CHECKING:
@@ -170,20 +173,58 @@ class RayBackend(Backend):
 
 
 def _connect(address: str | None) -> None:
-    """``ray.init`` on ``address``, with a one-line error for what commonly goes wrong."""
+    """``ray.init`` on ``address``, with a one-line error for what commonly goes wrong.
+
+    Ray enables token authentication by itself only for a cluster it starts or
+    finds with ``"auto"``; joining an explicit address (or ``RAY_ADDRESS``) it
+    sends no token unless ``RAY_AUTH_MODE=token``. So when a token is at hand and
+    the mode is unset, it is set here: a cluster without authentication accepts a
+    token too, and one with it would refuse the driver.
+    """
     import ray
 
+    joining = address is not None or bool(os.environ.get("RAY_ADDRESS"))
+    if joining and "RAY_AUTH_MODE" not in os.environ and auth_token_available():
+        _enable_token_mode()
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # ConnectionError, AuthenticationError, ValueError...
+        lines = str(exc).strip().splitlines()
+        text = lines[0] if lines else type(exc).__name__
+        where = address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
         hint = ""
-        if "auth" in text.lower() or "token" in text.lower():
+        if "auth" in text.lower() or "token" in text.lower() or (
+            joining and not auth_token_available()
+        ):
             hint = (
-                "; the cluster uses token authentication: set RAY_AUTH_TOKEN or "
-                "RAY_AUTH_TOKEN_PATH to its token (ray get-auth-token on the head node)"
+                "; if the cluster uses token authentication (Ray's default), give its token "
+                "as ~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH "
+                "(`ray get-auth-token` on the head node prints it)"
             )
-        raise NasError(
-            f"ray_address: cannot connect to Ray at {address or 'a new local cluster'}: "
-            f"{text}{hint}"
+        raise ConfigError(
+            "ray_address", f"cannot connect to Ray at {where}: {text.rstrip('.')}{hint}"
         ) from None
+
+
+def _enable_token_mode() -> None:
+    """``RAY_AUTH_MODE=token`` for this process and its children, as Ray does it itself.
+
+    Ray reads its config from the environment when it is imported; like Ray's own
+    ``_enable_token_auth``, reload it so that this process sees the new mode.
+    """
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        from ray._raylet import Config
+    except ImportError:  # another Ray layout: the variable alone, read by a later import
+        return
+    Config.initialize("")
+
+
+def auth_token_available() -> bool:
+    """Whether Ray would find an authentication token: the variables or ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        return Path(path).expanduser().is_file()
+    return (Path.home() / ".ray" / "auth_token").is_file()

@@ -3,8 +3,9 @@
 They live in an importable module (on ``sys.path`` through pytest's ``pythonpath``)
 because worker processes are spawned: a worker unpickles an evaluator's class by
 its module, which a test file (imported by pytest's importlib mode) is not.
-Each appends a line to ``log`` (a file) per call, ``<arch_id> <pid>``, so a test can
-count attempts across processes. Register them with :func:`registered`.
+Each appends a line to ``log`` (a file) per call, ``<arch_id> <pid> <node>``, so a
+test can count attempts across processes (``node`` is the Ray node's id inside a Ray
+actor, ``-`` elsewhere). Register them with :func:`registered`.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class _Misbehaves(Evaluator):
             line.split()[0] == arch.arch_id for line in log.read_text().splitlines()
         )
         with log.open("a") as f:
-            f.write(f"{arch.arch_id} {os.getpid()}\n")
+            f.write(f"{arch.arch_id} {os.getpid()} {_ray_node()}\n")
         time.sleep(s.seconds)
         targeted = not s.digits or arch.arch_id[-1] in s.digits
         if targeted and (s.mode == "kill_always" or (s.mode == "kill" and not seen)):
@@ -67,6 +68,16 @@ class _Misbehaves(Evaluator):
                 "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 1.00 GiB free)"
             )
         return {"score": int(arch.arch_id[:6], 16) / 0xFFFFFF}
+
+
+def _ray_node() -> str:
+    """The Ray node this process runs on, or ``-`` outside Ray."""
+    import sys
+
+    ray = sys.modules.get("ray")  # imported only where Ray runs this evaluator
+    if ray is None or not ray.is_initialized():
+        return "-"
+    return str(ray.get_runtime_context().get_node_id())
 
 
 @contextmanager
@@ -84,6 +95,11 @@ def attempts(log: Path) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     if log.exists():
         for line in log.read_text().splitlines():
-            arch_id, pid = line.split()
+            arch_id, pid = line.split()[:2]
             out.setdefault(arch_id, []).append(int(pid))
     return out
+
+
+def nodes(log: Path) -> set[str]:
+    """The Ray nodes that evaluated anything (``-``: outside Ray)."""
+    return {line.split()[2] for line in log.read_text().splitlines()} if log.exists() else set()

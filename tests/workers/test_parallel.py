@@ -14,11 +14,13 @@ from typing import Any
 
 import optuna
 import pytest
+import torch
 from crash_evaluators import attempts, registered
 from optuna.trial import TrialState
 
 import nas
 from nas.storage import Store
+from nas.workers import WorkerSetupError
 from nas.workers._heartbeat import recover_stale
 
 HELPERS = Path(__file__).parents[1] / "helpers"
@@ -276,3 +278,30 @@ def test_a_trial_without_heartbeats_is_stale_after_the_grace_period(db_url: str)
         assert trials[alive.number].state == TrialState.RUNNING
         [retry] = [t for t in trials if t.state == TrialState.WAITING]
         assert retry.user_attrs["retry_of"] == elsewhere.number
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a worker that sees no GPU needs none here")
+def test_cuda_on_ray_is_the_workers_to_resolve_and_one_without_a_gpu_says_so(
+    db_url: str, tmp_path: Path, ray_cluster: None
+) -> None:
+    # The driver has no GPU either, but on Ray only the workers' count: the plan accepts it...
+    config = _config(db_url, tmp_path / "calls.log") | {"backend": "ray", "device": "cuda"}
+    # ...and the actor that cannot honour it stops the search in one line.
+    with pytest.raises(WorkerSetupError, match="could not start: ConfigError: device: 'cuda' "
+                       "requested but this worker sees no CUDA device") as info:  # fmt: skip
+        nas.search(config)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "calls.log").exists()
+    # The trial it had asked is not lost: it is failed as stale and queued again.
+    trials = nas.load_study("nas", db_url).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[0].user_attrs["stale"] is True
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: cuda is valid")
+def test_the_plan_still_refuses_cuda_without_a_gpu_for_local_workers(
+    db_url: str, tmp_path: Path
+) -> None:
+    with pytest.raises(nas.ConfigError, match="device: 'cuda' requested but no CUDA device"):
+        _search(db_url, tmp_path / "calls.log", {}, device="cuda", parallel=2)
