@@ -13,16 +13,19 @@ actor per worker on a Ray cluster started once for the run with this machine's c
 ``cpus_per_trial`` = cores / workers, so every actor is scheduled; on a GPU,
 ``gpus_per_trial`` = GPUs / workers).
 
-Reported per cell: evaluations per minute over the whole search (worker start-up
-included) and in steady state (from the ``workers``-th completion to the ``workers``-th
-from last: start-up over, no worker idle yet),
-speedup over ``local`` with one worker (steady state), and parallel efficiency =
-speedup / workers (and / min(workers, cores): what the cores allow). Results:
+Every cell runs once per round (3 rounds), the cells in a new order each round, and
+the tables give the median: this shared machine's speed drifts by tens of percent
+within minutes. Reported per cell: evaluations per minute over the whole search
+(worker start-up included) and in steady state (from the ``workers``-th completion to
+the ``workers``-th from last: start-up over, no worker idle yet), speedup over
+``local`` with one worker (steady state), and parallel efficiency = speedup / workers
+(and / min(workers, cores): what the cores allow). Results:
 ``benchmarks/results/scaling.{json,md,png}``.
 
     python benchmarks/scaling.py                      # both evaluators, 1/2/4/8 workers
     python benchmarks/scaling.py --device cuda        # on a GPU machine (Ray: GPUs shared out)
-    python benchmarks/scaling.py --workers 1 2 --proxy-trials 40 --train-trials 8   # smoke
+    python benchmarks/scaling.py --workers 1 2 --proxy-trials 40 --train-trials 8 --rounds 1
+    python benchmarks/scaling.py --from-json benchmarks/results/scaling.json   # pages only
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import argparse
 import json
 import os
 import platform
+import random
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +45,8 @@ import nas
 from nas.workers import TrialOutcome
 
 RESULTS = Path(__file__).parent / "results"
+#: What a run measures (the tables give each one's median over the rounds).
+MEASURED = ("wall_s", "per_min", "steady_per_min", "first_done_s")
 COMMAND = "python benchmarks/scaling.py"
 EVALUATORS: dict[str, tuple[Any, str]] = {
     "proxy": ("naswot", "maximize:naswot"),
@@ -106,8 +113,31 @@ def steady_rate(finished: list[float], workers: int) -> float:
     return (last - first) / (finished[last] - finished[first])
 
 
+def medians(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per cell: the median of its rounds, and the range of its steady rate."""
+    rows = []
+    keys = dict.fromkeys((r["evaluator"], r["backend"], r["workers"]) for r in runs)
+    for key in keys:
+        mine = [r for r in runs if (r["evaluator"], r["backend"], r["workers"]) == key]
+        steady = [r["steady_per_min"] for r in mine]
+        rows.append(
+            {
+                "evaluator": key[0],
+                "backend": key[1],
+                "workers": key[2],
+                "trials": mine[0]["trials"],
+                "rounds": len(mine),
+                **{k: statistics.median(r[k] for r in mine) for k in MEASURED},
+                "steady_min": min(steady),
+                "steady_max": max(steady),
+            }
+        )
+    order = {"local": 0, "process": 1, "ray": 2}
+    return sorted(rows, key=lambda r: (r["evaluator"], order.get(r["backend"], 3), r["workers"]))
+
+
 def add_ratios(rows: list[dict[str, Any]], cores: int) -> None:
-    """Speedup over local with one worker, and parallel efficiency (steady state)."""
+    """Speedup over local with one worker, and parallel efficiency (medians, steady state)."""
     for kind in {r["evaluator"] for r in rows}:
         base = next(r for r in rows if r["evaluator"] == kind and r["backend"] == "local")
         for r in (r for r in rows if r["evaluator"] == kind):
@@ -117,9 +147,12 @@ def add_ratios(rows: list[dict[str, Any]], cores: int) -> None:
             r["efficiency_cores"] = round(speedup / min(r["workers"], cores), 2)
 
 
-def write(rows: list[dict[str, Any]], meta: dict[str, Any], name: str) -> None:
+def write(
+    rows: list[dict[str, Any]], runs: list[dict[str, Any]], meta: dict[str, Any], name: str
+) -> None:
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    doc = {"meta": meta, "rows": rows, "runs": runs}
+    (RESULTS / f"{name}.json").write_text(json.dumps(doc, indent=2))
     lines = [
         f"# Scaling: evaluations per minute by backend and workers ({meta['device']})",
         "",
@@ -129,10 +162,14 @@ def write(rows: list[dict[str, Any]], meta: dict[str, Any], name: str) -> None:
         f"Command: `{meta['command']}`.",
         "",
         "cnn-small on digits, random sampler (the same architectures in every cell), a fresh "
-        "database per cell (nothing reused). *Whole*: trials / wall time of the search, worker "
+        f"database per run (nothing reused). Every cell ran {meta['rounds']} times, once per "
+        "round, the cells in a new order each round; the table gives medians, and the range of "
+        "the steady rate (this shared machine's speed drifts by tens of percent within "
+        "minutes). *Whole*: trials / wall time of the search, worker "
         "start-up included. *Steady*: from the `workers`-th completion to the "
         "`workers`-th from last (every worker busy). Speedup: steady "
-        "rate over `local` with 1 worker. Efficiency: speedup / workers; *per core*: speedup / "
+        "rate over `local` with 1 worker. Efficiency: speedup / workers; "
+        "*per core*: speedup / "
         f"min(workers, {meta['cores']} cores).",
         "",
     ]
@@ -144,15 +181,16 @@ def write(rows: list[dict[str, Any]], meta: dict[str, Any], name: str) -> None:
         lines += [
             f"## {kind} ({what}, {kind_rows[0]['trials']} trials per cell)",
             "",
-            "| backend | workers | whole /min | steady /min | speedup | efficiency "
-            "| per core | wall s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| backend | workers | whole /min | steady /min | steady range | speedup "
+            "| efficiency | per core | wall s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in kind_rows:
             lines.append(
-                f"| {r['backend']} | {r['workers']} | {r['per_min']} | {r['steady_per_min']} "
+                f"| {r['backend']} | {r['workers']} | {r['per_min']:.0f} "
+                f"| {r['steady_per_min']:.0f} | {r['steady_min']:.0f}–{r['steady_max']:.0f} "
                 f"| {r['speedup']:.2f} | {r['efficiency']:.2f} | {r['efficiency_cores']:.2f} "
-                f"| {r['wall_s']} |"
+                f"| {r['wall_s']:.1f} |"
             )
         lines.append("")
     (RESULTS / f"{name}.md").write_text("\n".join(lines))
@@ -170,9 +208,10 @@ def plot(rows: list[dict[str, Any]], meta: dict[str, Any], path: Path) -> None:
     for ax, kind in zip(axes[0], kinds, strict=True):
         for backend, marker in (("local", "s"), ("process", "o"), ("ray", "^")):
             pts = [r for r in rows if r["evaluator"] == kind and r["backend"] == backend]
+            xs, ys = [r["workers"] for r in pts], [r["steady_per_min"] for r in pts]
             if pts:
-                xs = [r["workers"] for r in pts]
-                ax.plot(xs, [r["steady_per_min"] for r in pts], marker=marker, label=backend)
+                ax.plot(xs, ys, marker=marker, label=backend, linestyle="-" if xs[1:] else "")
+        ax.set_ylim(bottom=0)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("workers")
         ax.set_ylabel("evaluations / minute (steady)")
@@ -188,11 +227,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--backends", nargs="+", default=["local", "process", "ray"])
     parser.add_argument("--evaluators", nargs="+", default=list(EVALUATORS))
-    parser.add_argument("--proxy-trials", type=int, default=240)
-    parser.add_argument("--train-trials", type=int, default=48)
+    parser.add_argument("--proxy-trials", type=int, default=160)
+    parser.add_argument("--train-trials", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--name", default=None, help="results file name (default scaling[_cuda])")
+    parser.add_argument("--from-json", type=Path, help="only rewrite the .md and .png of a result")
     args = parser.parse_args()
+    if args.from_json is not None:
+        doc = json.loads(args.from_json.read_text())
+        write(doc["rows"], doc["runs"], doc["meta"], args.from_json.stem)
+        return
 
     import ray
     import torch
@@ -201,14 +246,23 @@ def main() -> None:
     gpus = torch.cuda.device_count() if args.device == "cuda" else 0
     if "ray" in args.backends:  # one cluster for every Ray cell: its start is not a cell's
         ray.init(num_cpus=cores, num_gpus=gpus, include_dashboard=False, log_to_driver=False)
-    rows = []
+    runs = []
     trials = {"proxy": args.proxy_trials, "train": args.train_trials}
-    for kind in args.evaluators:
-        for backend in args.backends:
-            for workers in [1] if backend == "local" else args.workers:
-                row = cell(kind, backend, workers, trials[kind], args.device, gpus)
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+    cells = [
+        (kind, backend, workers)
+        for kind in args.evaluators
+        for backend in args.backends
+        for workers in ([1] if backend == "local" else args.workers)
+    ]
+    # A shared machine's speed drifts by tens of percent within minutes: every cell runs
+    # once per round, in a new order each round, and the tables give the median.
+    for round_ in range(args.rounds):
+        for kind, backend, workers in random.Random(round_).sample(cells, len(cells)):
+            row = cell(kind, backend, workers, trials[kind], args.device, gpus)
+            row["round"] = round_
+            print(json.dumps(row), flush=True)
+            runs.append(row)
+    rows = medians(runs)
     add_ratios(rows, cores)
     meta = {
         "machine": platform.processor() or platform.machine(),
@@ -220,7 +274,8 @@ def main() -> None:
         "ray": ray.__version__,
         "command": COMMAND + (f" --device {args.device}" if args.device != "cpu" else ""),
     }
-    write(rows, meta, args.name or ("scaling" if args.device == "cpu" else "scaling_cuda"))
+    meta["rounds"] = args.rounds
+    write(rows, runs, meta, args.name or ("scaling" if args.device == "cpu" else "scaling_cuda"))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ allowed>``, with exit status 2 and no traceback.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -302,7 +303,7 @@ def worker(
     import nas
 
     n = _whole("trials", trials)
-    with _SearchProgress(n, quiet) as progress:  # without --trials: no end known here
+    with _SearchProgress(n, quiet, resume=n is None) as progress:  # else: toward the study's
         result = nas.join(
             study,
             storage,
@@ -335,22 +336,19 @@ def _print_warmup(result: Any) -> None:
 
 def _whole(field: str, text: str | None) -> int | None:
     """A whole number from the command line; anything else is a one-line ConfigError."""
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ConfigError(field, f"expected a whole number, got {text!r}") from None
+    return None if text is None else _parsed(field, text, int, "a whole number")
 
 
 def _real(field: str, text: str | None) -> float | None:
     """A number from the command line; anything else is a one-line ConfigError."""
-    if text is None:
-        return None
+    return None if text is None else _parsed(field, text, float, "a number")
+
+
+def _parsed(field: str, text: str, cast: Callable[[str], Any], what: str) -> Any:
     try:
-        return float(text)
+        return cast(text)
     except ValueError:
-        raise ConfigError(field, f"expected a number, got {text!r}") from None
+        raise ConfigError(field, f"expected {what}, got {text!r}") from None
 
 
 def _limits(flags: dict[str, str | None], constraints: list[str]) -> dict[str, float]:
@@ -411,7 +409,8 @@ class _SearchProgress:
         if self.resume:  # the bar counts toward the study's total, from what it has
             from nas.workers._heartbeat import counted_trials
 
-            self.progress.update(self.task, completed=counted_trials(study))
+            total, done = plan.config.trials, counted_trials(study)
+            self.progress.update(self.task, total=total, completed=done)
         self.progress.start()
         self.started = True
 

@@ -48,3 +48,12 @@ def ray_cluster() -> Iterator[None]:
 def postgres_server() -> Iterator[PostgresServer]:
     """One PostgreSQL for the whole session (tests marked ``postgres``), removed at its end."""
     yield from start_server()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty database on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'nas.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database()

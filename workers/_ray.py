@@ -193,8 +193,10 @@ def _connect(address: str | None) -> None:
         text = lines[0] if lines else type(exc).__name__
         where = address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
         hint = ""
-        if "auth" in text.lower() or "token" in text.lower() or (
-            joining and not auth_token_available()
+        if (
+            "auth" in text.lower()
+            or "token" in text.lower()
+            or (joining and not auth_token_available())
         ):
             hint = (
                 "; if the cluster uses token authentication (Ray's default), give its token "

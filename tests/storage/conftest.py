@@ -7,21 +7,10 @@ gets a database of its own.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from postgres_server import PostgresServer
 
 from nas.storage import Store
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of an empty database on each backend."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'nas.db'}"
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    return server.create_database()
 
 
 @pytest.fixture

@@ -57,6 +57,18 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+#: The candidates that misbehave: those whose arch_id ends in one of these (about half).
+TARGETED = "01234567"
+
+
+def _half_misbehave(
+    db_url: str, log: Path, mode: str, backend: str, **overrides: Any
+) -> nas.SearchResult:
+    """8 trials, 2 in flight, on ``backend``; the TARGETED candidates misbehave in ``mode``."""
+    run = {"parallel": 2, "trials": 8, "backend": backend, **overrides}
+    return _search(db_url, log, {"mode": mode, "digits": TARGETED}, **run)
+
+
 DIED = {"process": "worker died 2 times (killed by SIGKILL)", "ray": "Ray actor died 2 times"}
 
 
@@ -107,17 +119,9 @@ def test_a_worker_killed_every_time_fails_the_trial_after_the_retries(
     db_url: str, tmp_path: Path, backend: str
 ) -> None:
     log = tmp_path / "calls.log"
-    result = _search(
-        db_url,
-        log,
-        {"mode": "kill_always", "digits": "01234567"},
-        parallel=2,
-        trials=8,
-        max_retries=1,
-        backend=backend,
-    )
+    result = _half_misbehave(db_url, log, "kill_always", backend, max_retries=1)
     s = result.summary
-    dying = {a for a in attempts(log) if a[-1] in "01234567"}
+    dying = {a for a in attempts(log) if a[-1] in TARGETED}
     assert dying and s.failed == len([o for o in s.outcomes if o.arch.arch_id in dying])
     assert s.complete == 8 - s.failed
     for outcome in s.outcomes:
@@ -135,17 +139,10 @@ def test_a_candidate_that_raises_fails_at_once_without_a_retry(
     db_url: str, tmp_path: Path, backend: str
 ) -> None:
     log = tmp_path / "calls.log"
-    result = _search(
-        db_url,
-        log,
-        {"mode": "raise", "digits": "01234567"},
-        parallel=2,
-        trials=8,
-        backend=backend,
-    )
+    result = _half_misbehave(db_url, log, "raise", backend)
     for outcome in result.summary.outcomes:
         assert len(attempts(log)[outcome.arch.arch_id]) == 1
-        if outcome.arch.arch_id[-1] in "01234567":
+        if outcome.arch.arch_id[-1] in TARGETED:
             assert outcome.state == TrialState.FAIL
             assert outcome.error == "ValueError: this candidate is broken"
         else:
@@ -158,15 +155,8 @@ def test_out_of_memory_fails_the_trial_and_the_worker_takes_the_next(
     db_url: str, tmp_path: Path, parallel: int, backend: str
 ) -> None:
     log = tmp_path / "calls.log"
-    result = _search(
-        db_url,
-        log,
-        {"mode": "oom", "digits": "01234567"},
-        parallel=parallel,
-        trials=8,
-        backend=backend,
-    )
-    oom = [o for o in result.summary.outcomes if o.arch.arch_id[-1] in "01234567"]
+    result = _half_misbehave(db_url, log, "oom", backend, parallel=parallel)
+    oom = [o for o in result.summary.outcomes if o.arch.arch_id[-1] in TARGETED]
     assert oom and all(o.state == TrialState.FAIL for o in oom)
     assert all(o.error is not None and o.error.startswith("out of memory (") for o in oom)
     assert result.summary.complete == 8 - len(oom)

@@ -98,6 +98,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     path = os.pathsep.join([str(HELPERS), *sys.path])
     env.update(HOME=str(home), PYTHONPATH=path, RAY_USAGE_STATS_ENABLED="0")
+    # `nas` and `ray` as this interpreter installed them, first on the PATH (jobs run `nas`).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"  # nothing to drain at teardown
     # Ray's Unix sockets live under the temp dir, whose path must stay short (107 bytes).
     temp = Path(tempfile.mkdtemp(prefix="nas-ray-"))
@@ -131,7 +133,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def _stop(process: subprocess.Popen[str]) -> None:
-    """SIGTERM: ``ray start --block`` drains and stops the node's processes."""
+    """SIGTERM: ``ray start --block`` stops the node's processes (draining them first)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from cli_helpers import run_cli
 from optuna.trial import TrialState
-from postgres_server import PostgresServer
 
 import nas
 from nas.storage import Store
@@ -17,20 +15,12 @@ from nas.storage import Store
 WORKERS, EACH = 4, 49
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'shared.db'}"
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    return server.create_database()
-
-
 @pytest.mark.slow
-def test_four_workers_record_every_trial_once_and_lose_no_evaluation(shared_url: str) -> None:
+def test_four_workers_record_every_trial_once_and_lose_no_evaluation(store_url: str) -> None:
     created = nas.search(
-        {"trials": 4, "storage": shared_url, "study": "shared", "sampler": "random"}
+        {"trials": 4, "storage": store_url, "study": "shared", "sampler": "random"}
     )
-    command = [sys.executable, "-m", "nas.cli", "worker", "shared", "--storage", shared_url]
+    command = [sys.executable, "-m", "nas.cli", "worker", "shared", "--storage", store_url]
     workers = [
         subprocess.Popen(
             [*command, "--trials", str(EACH), "--quiet"],
@@ -43,7 +33,7 @@ def test_four_workers_record_every_trial_once_and_lose_no_evaluation(shared_url:
     for worker in workers:
         _, err = worker.communicate(timeout=600)
         assert worker.returncode == 0, err
-    study = nas.load_study("shared", shared_url)
+    study = nas.load_study("shared", store_url)
     trials = study.trials
     assert len(trials) == 4 + WORKERS * EACH == 200
     assert sorted(t.number for t in trials) == list(range(200))
@@ -51,7 +41,7 @@ def test_four_workers_record_every_trial_once_and_lose_no_evaluation(shared_url:
     drivers = {t.user_attrs["driver"] for t in trials}
     assert len(drivers) == 1 + WORKERS  # the creating search and each worker
     fingerprint = created.plan.evaluators[0].fingerprint(created.plan.context)
-    with Store(shared_url) as store:
+    with Store(store_url) as store:
         for t in trials:
             stored = store.get_evaluation(t.user_attrs["arch_id"], "naswot", fingerprint)
             assert stored is not None and stored.metrics["naswot"] == t.values[0]
