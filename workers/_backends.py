@@ -241,7 +241,8 @@ class ProcessBackend(Backend):
         busy = [s for s in self._pool if s.task is not None]
         if not busy:
             return []
-        handles: list[Any] = [s.conn for s in busy] + [s.process.sentinel for s in busy]  # type: ignore[union-attr]
+        handles: list[Any] = [s.conn for s in busy]
+        handles += [s.process.sentinel for s in busy if s.process is not None]
         ready = set(multiprocessing.connection.wait(handles, timeout))
         done = []
         for slot in busy:

@@ -20,6 +20,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -47,7 +48,9 @@ class Heartbeat:
     """
 
     def __init__(self, storage: optuna.storages.BaseStorage) -> None:
-        self._storage = storage if heartbeat_interval(storage) is not None else None
+        self._storage: BaseHeartbeat | None = None
+        if isinstance(storage, BaseHeartbeat) and heartbeat_interval(storage) is not None:
+            self._storage = storage
         self._interval = heartbeat_interval(storage) or 10
         self._trial_ids: set[int] = set()
         self._lock = threading.Lock()
@@ -111,6 +114,7 @@ def recover_stale(study: optuna.Study) -> list[int]:
         grace = getattr(backend, "grace_period", None) or 2 * interval
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        reason: str | None
         if trial._trial_id in stale_ids:
             reason = f"its driver stopped: no heartbeat for over {grace} s"
         else:
@@ -126,7 +130,7 @@ def recover_stale(study: optuna.Study) -> list[int]:
             continue
         failed.append(trial.number)
         if trial.params:
-            attrs = {
+            attrs: dict[str, Any] = {
                 k: trial.user_attrs[k]
                 for k in ("warmup_rank", "warmup_score")
                 if k in trial.user_attrs

@@ -216,7 +216,7 @@ def _enable_token_mode() -> None:
     """
     os.environ["RAY_AUTH_MODE"] = "token"
     try:
-        from ray._raylet import Config
+        from ray._raylet import Config  # type: ignore[attr-defined]
     except ImportError:  # another Ray layout: the variable alone, read by a later import
         return
     Config.initialize("")
