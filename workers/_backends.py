@@ -301,10 +301,6 @@ class ProcessBackend(Backend):
                     slot.process.join()
             slot.process = slot.conn = slot.task = None
 
-    def pids(self) -> list[int]:
-        """The worker processes' ids (for tests and monitoring)."""
-        return [s.process.pid for s in self._pool if s.process is not None and s.process.pid]
-
 
 def _exit_reason(code: int | None) -> str:
     if code is None:

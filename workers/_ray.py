@@ -48,9 +48,6 @@ class _Actor:
             return self._error
         return Done(task.key, run_task(self._evaluators, self._ctx, task))
 
-    def pid(self) -> int:
-        return os.getpid()
-
 
 @dataclass
 class _Slot:
@@ -152,13 +149,6 @@ class RayBackend(Backend):
         done = Done(slot.task.key, lost=reason, attempts=slot.attempts)
         slot.task = slot.ref = None
         return done
-
-    def pids(self) -> list[int]:
-        """The actors' process ids (for tests and monitoring)."""
-        import ray
-
-        actors = [s.actor for s in self._pool if s.actor is not None]
-        return list(ray.get([a.pid.remote() for a in actors]))
 
     def close(self) -> None:
         import ray
