@@ -26,8 +26,6 @@ from nas.workers._warmup import Progress, WarmupResult, warm_up
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-# The driver records heartbeats itself, outside study.optimize (nas.workers._heartbeat).
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from nas._errors import ConfigError, NasError
-from nas.workers._local import EvalResult, LocalWorker
+from nas.workers._local import EvalResult, LocalWorker, failure_reason
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -91,6 +91,13 @@ class WorkerSetup:
                 "on Ray, ask for GPUs with --gpus-per-trial",
             )
         return self.device
+
+    def build_or_reason(self, worker: str) -> tuple[tuple[Evaluator, ...], EvalContext] | str:
+        """:meth:`build`, or (it raised) the one line the driver raises as WorkerSetupError."""
+        try:
+            return self.build()
+        except Exception as exc:
+            return f"{worker} could not start: {failure_reason(exc)}"
 
     def build(self) -> tuple[tuple[Evaluator, ...], EvalContext]:
         """The evaluators and the context, as the driver has them."""
@@ -316,13 +323,11 @@ def _exit_reason(code: int | None) -> str:
 def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
     """A worker process: build the setup once, then run tasks until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
-    try:
-        evaluators, ctx = setup.build()
-    except Exception as exc:
-        from nas.workers._local import failure_reason
-
-        conn.send(f"worker process {os.getpid()} could not start: {failure_reason(exc)}")
+    built = setup.build_or_reason(f"worker process {os.getpid()}")
+    if isinstance(built, str):
+        conn.send(built)
         return
+    evaluators, ctx = built
     while True:
         try:
             task = conn.recv()

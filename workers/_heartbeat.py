@@ -48,10 +48,12 @@ class Heartbeat:
     """
 
     def __init__(self, storage: optuna.storages.BaseStorage) -> None:
-        self._storage: BaseHeartbeat | None = None
-        if isinstance(storage, BaseHeartbeat) and heartbeat_interval(storage) is not None:
-            self._storage = storage
-        self._interval = heartbeat_interval(storage) or 10
+        interval = heartbeat_interval(storage)
+        self._storage = (
+            storage if isinstance(storage, BaseHeartbeat) and interval is not None else None
+        )
+        #: Seconds between beats (10 where the storage has no heartbeats).
+        self.interval: float = interval or 10
         self._trial_ids: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -77,7 +79,7 @@ class Heartbeat:
                 continue
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.wait(self.interval):
             with self._lock:
                 ids = list(self._trial_ids)
             self._beat(ids)

@@ -35,18 +35,13 @@ class _Actor:
     """Runs tasks in a Ray worker process with the setup built once."""
 
     def __init__(self, setup: WorkerSetup) -> None:
-        self._error: str | None = None
-        try:
-            self._evaluators, self._ctx = setup.build()
-        except Exception as exc:
-            from nas.workers._local import failure_reason
-
-            self._error = f"Ray actor (pid {os.getpid()}) could not start: {failure_reason(exc)}"
+        self._built = setup.build_or_reason(f"Ray actor (pid {os.getpid()})")
 
     def run(self, task: Task) -> Done | str:
-        if self._error is not None:
-            return self._error
-        return Done(task.key, run_task(self._evaluators, self._ctx, task))
+        if isinstance(self._built, str):
+            return self._built
+        evaluators, ctx = self._built
+        return Done(task.key, run_task(evaluators, ctx, task))
 
 
 @dataclass
@@ -55,7 +50,6 @@ class _Slot:
     ref: Any = None
     task: Task | None = None
     attempts: int = 0
-    deaths: int = 0
 
 
 class RayBackend(Backend):
@@ -90,7 +84,7 @@ class RayBackend(Backend):
         slot = next((s for s in self._pool if s.task is None), None)
         if slot is None:
             raise RuntimeError(f"all {self.slots} Ray actors are busy")
-        slot.task, slot.attempts, slot.deaths = task, 0, 0
+        slot.task, slot.attempts = task, 0
         self._start(slot)
 
     def _start(self, slot: _Slot) -> None:
@@ -132,7 +126,6 @@ class RayBackend(Backend):
 
         ray.kill(slot.actor, no_restart=True)
         slot.actor = None
-        slot.deaths += 1
         if slot.attempts <= self.max_retries:
             self._start(slot)
             return None

@@ -30,7 +30,6 @@ from nas.workers._heartbeat import (
     Heartbeat,
     counted_trials,
     driver_id,
-    heartbeat_interval,
 )
 from nas.workers._local import EvalResult, Worker, failure_reason
 
@@ -154,7 +153,6 @@ class Scheduler:
         summary = SearchSummary(self.study.study_name)
         start = time.perf_counter()
         storage = self.study._storage  # Optuna has no public handle on it
-        interval = float(heartbeat_interval(storage) or 10)
         inflight: dict[int, _Job] = {}
         asked = 0
 
@@ -184,7 +182,7 @@ class Scheduler:
                         inflight[job.trial.number] = job
                     if not inflight:
                         break
-                    for done in self.backend.wait(interval):
+                    for done in self.backend.wait(heartbeat.interval):
                         job = inflight.pop(done.key)
                         self._absorb(job, done)
                         finish(job)
