@@ -34,6 +34,7 @@ from nas.evaluators._datasets import (
 # (_ensemble imports _proxies and _proxies_extra first: its defaults are among them).
 from nas.evaluators._ensemble import Ensemble, ensemble_of, rank_ensemble
 from nas.evaluators._export import ExportedModel, LayerExport, export_onnx
+from nas.evaluators._files import WEIGHTS_FILE, onnx_bytes, restore, weights_bytes
 from nas.evaluators._latency import Hardware, Latency, LatencySettings, Profile
 from nas.evaluators._nb201 import NB201, nb201_table, nb201_test_accuracy
 from nas.evaluators._proxies import NASWOT, SNIP, GradNorm, SynFlow
@@ -48,6 +49,7 @@ __all__ = [
     "NASWOT",
     "NB201",
     "SNIP",
+    "WEIGHTS_FILE",
     "Dataset",
     "DatasetFactory",
     "Direction",
@@ -82,7 +84,10 @@ __all__ = [
     "load_dataset",
     "nb201_table",
     "nb201_test_accuracy",
+    "onnx_bytes",
     "rank_ensemble",
     "register_dataset",
     "register_evaluator",
+    "restore",
+    "weights_bytes",
 ]

@@ -131,10 +131,23 @@ class Evaluator(abc.ABC):
             payload["batch_size"] = ctx.batch_size
         return sha256_json(payload)
 
+    #: Names of the files an evaluation makes (:meth:`run`), e.g. the trained weights.
+    files: ClassVar[tuple[str, ...]] = ()
+
     def __call__(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         """Score ``arch``; raises :class:`EvaluationError` on a NaN or a missing metric."""
+        return self.run(arch, ctx)[0]
+
+    def run(
+        self, arch: AnyArchitecture, ctx: EvalContext
+    ) -> tuple[dict[str, float], dict[str, bytes]]:
+        """The metrics of ``arch`` and the files the evaluation made (named as in :attr:`files`).
+
+        Training gives ``weights.safetensors``; the proxies give no file. The
+        driver stores the files with the evaluation, so whoever reuses it has them.
+        """
         with torch.enable_grad():  # gradient proxies must work under a caller's no_grad
-            scores = self._evaluate(arch, ctx)
+            scores, files = self._evaluate_with_files(arch, ctx)
         result = {key: float(value) for key, value in scores.items()}
         if set(result) != set(self.metrics):
             raise EvaluationError(
@@ -143,7 +156,7 @@ class Evaluator(abc.ABC):
         for key, value in result.items():
             if math.isnan(value):
                 raise EvaluationError(f"{key}: score is NaN")
-        return result
+        return result, files
 
     def study_values(
         self, own: Mapping[str, float], population: Sequence[Mapping[str, float]]
@@ -176,6 +189,12 @@ class Evaluator(abc.ABC):
     @abc.abstractmethod
     def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
         """The scores of ``arch``, keyed by the names in ``metrics``."""
+
+    def _evaluate_with_files(
+        self, arch: AnyArchitecture, ctx: EvalContext
+    ) -> tuple[dict[str, float], dict[str, bytes]]:
+        """The scores and the files; evaluators that make files (training) override this."""
+        return self._evaluate(arch, ctx), {}
 
 
 EVALUATORS: Registry[type[Evaluator]] = Registry("evaluator")

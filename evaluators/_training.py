@@ -21,6 +21,7 @@ from torch import nn
 
 from nas._errors import EvaluationError, Pruned
 from nas.evaluators._base import Direction, EvalContext, Evaluator, register_evaluator
+from nas.evaluators._files import WEIGHTS_FILE, weights_bytes
 from nas.evaluators._settings import sha256_json
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ class Train(Evaluator):
 
     Metrics: ``val_acc`` (fraction correct on the validation split),
     ``train_loss`` (mean over the last epoch), ``train_seconds``, ``epochs``.
+    File: ``weights.safetensors``, the trained state dict (calibrated activation
+    ranges included), which the driver stores with the evaluation.
 
     Example:
         >>> from nas.evaluators import EvalContext, get_evaluator, load_dataset
@@ -75,6 +78,7 @@ class Train(Evaluator):
     version = 1
     description = "train at the layers' bits (QAT), SGD/AdamW, cosine + warm-up; val accuracy"
     metrics = ("val_acc", "train_loss", "train_seconds", "epochs")
+    files = (WEIGHTS_FILE,)
     directions: ClassVar[dict[str, Direction]] = {
         "val_acc": "maximize",
         "train_loss": "minimize",
@@ -92,7 +96,15 @@ class Train(Evaluator):
         return sha256_json({"base": super().fingerprint(ctx), "device": _device_kind(ctx)})
 
     def _evaluate(self, arch: AnyArchitecture, ctx: EvalContext) -> dict[str, float]:
-        return _Run(arch, ctx, self.config).train()
+        return self._evaluate_with_files(arch, ctx)[0]
+
+    def _evaluate_with_files(
+        self, arch: AnyArchitecture, ctx: EvalContext
+    ) -> tuple[dict[str, float], dict[str, bytes]]:
+        run = _Run(arch, ctx, self.config)
+        metrics = run.train()
+        about = {"arch_id": arch.arch_id, "val_acc": repr(metrics["val_acc"])}
+        return metrics, {WEIGHTS_FILE: weights_bytes(run.model, about)}
 
 
 def _device_kind(ctx: EvalContext) -> str:

@@ -20,6 +20,12 @@ from nas.storage import Store
 from nas.strategies import make_pruner, make_sampler
 from nas.strategies._pareto import hypervolume, non_dominated
 from nas.workers import Scheduler, SearchSummary, TrialOutcome
+from nas.workers._artifacts import (
+    ARTIFACTS_ATTR,
+    TrialArtifacts,
+    artifact_dir,
+    default_artifact_dir,
+)
 from nas.workers._backends import Backend, LocalBackend, ProcessBackend
 from nas.workers._heartbeat import counted_trials, driver_id, recover_stale
 from nas.workers._warmup import Progress, WarmupResult, warm_up
@@ -190,6 +196,7 @@ def _search(
                 store,
                 backend=backend,
                 constraints=plan.constraints,
+                artifacts=_trial_artifacts(cfg, study),
             )
             summary = scheduler.run(max(0, n_trials), cfg.timeout, callbacks, total)
     finally:
@@ -214,6 +221,32 @@ def make_backend(plan: Plan) -> Backend:
         cpus_per_trial=cfg.cpus_per_trial or 1.0,
         gpus_per_trial=cfg.gpus_per_trial,
     )
+
+
+def _trial_artifacts(cfg: SearchConfig, study: optuna.Study) -> TrialArtifacts | None:
+    """Where this study's trials upload their files, recorded in the study (None: nowhere)."""
+    if cfg.artifacts == "none":
+        return None
+    recorded = artifact_dir(study)
+    if cfg.artifacts == "auto":
+        directory = recorded or default_artifact_dir(cfg.storage)
+    else:
+        directory = Path(cfg.artifacts).expanduser().absolute()
+        if recorded is not None and recorded != directory:
+            raise ConfigError(
+                "artifacts",
+                f"study {study.study_name!r} keeps its artifacts in {recorded}; "
+                "leave --artifacts out to continue there",
+            )
+    if directory is None:
+        return None
+    try:
+        artifacts = TrialArtifacts(directory, seed=cfg.eval_seed)
+    except OSError as exc:
+        raise ConfigError("artifacts", f"cannot use {directory} ({exc.strerror})") from None
+    if recorded is None:
+        study.set_user_attr(ARTIFACTS_ATTR, str(directory))
+    return artifacts
 
 
 def _needs_warmup(study: optuna.Study) -> bool:
@@ -251,6 +284,7 @@ def _open_study(plan: Plan, store: Store) -> optuna.Study:
     else:
         for key, value in {**attrs, **plan.run_attrs()}.items():
             study.set_user_attr(key, value)
+        # The dashboard reads these (optuna_dashboard.set_objective_names is deprecated for it).
         study.set_metric_names([o.metric for o in plan.objectives])
     return study
 

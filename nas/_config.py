@@ -122,6 +122,10 @@ class SearchConfig(BaseModel):
     ray_address: str | None = None
     #: Seconds without a heartbeat after which another driver recovers a RUNNING trial.
     heartbeat_grace: int = Field(default=60, ge=2)
+    #: Where each trial uploads arch.json, model.onnx and its trained weights as Optuna
+    #: artifacts: a directory, "auto" (beside a SQLite file, else ./nas-artifacts; a
+    #: continued study keeps its own), or "none".
+    artifacts: str = Field(default="auto", min_length=1)
 
     @field_validator("dataset", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nas._config import Objective, SearchConfig, resolve_constraints, resolve_objectives
@@ -121,6 +122,7 @@ def make_plan(config: SearchConfig) -> Plan:
     # On Ray the workers' GPUs count, not the driver's: they resolve the device themselves.
     device = _device(config.device, required=backend != "ray")
     context = EvalContext(data, seed=config.eval_seed, device=device, batch_size=config.batch_size)
+    _check_artifacts(config.artifacts)
     check_url(config.storage)
     return Plan(
         config,
@@ -133,6 +135,18 @@ def make_plan(config: SearchConfig) -> Plan:
         top,
         backend,
     )
+
+
+def _check_artifacts(value: str) -> None:
+    """An artifact directory must be a directory, or creatable where it is to be."""
+    if value in ("auto", "none"):
+        return
+    path = Path(value).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise ConfigError("artifacts", f"{value} is a file; give a directory, auto or none")
+    parent = next(p for p in (path, *path.parents) if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ConfigError("artifacts", f"cannot create {value}: {parent} is not writable")
 
 
 def _backend(config: SearchConfig) -> str:

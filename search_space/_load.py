@@ -144,6 +144,31 @@ def space_infos() -> list[dict[str, Any]]:
     return infos
 
 
+def architecture_from_json(text: str | bytes) -> AnyArchitecture:
+    """A layer architecture or a NAS-Bench-201 cell from its JSON (``arch.to_json()``).
+
+    Raises:
+        ConfigError: ``text`` is neither (field ``arch``, with pydantic's first complaint).
+
+    Example:
+        >>> from nas.search_space import architecture_from_json, get_space, sample_random
+        >>> arch = sample_random(get_space("nb201"), 1, seed=0)[0]
+        >>> architecture_from_json(arch.to_json()) == arch
+        True
+    """
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError("arch", f"not JSON: {exc}") from None
+    kind: type[Architecture] | type[CellArchitecture] = (
+        CellArchitecture if isinstance(data, dict) and "ops" in data else Architecture
+    )
+    try:
+        return kind.model_validate(data)
+    except ValidationError as exc:
+        raise pydantic_error(exc, prefix="arch") from None
+
+
 def dump_space(space: AnySpace) -> str:
     """The space as JSON (reads back with :func:`space_from_dict`)."""
     return json.dumps(space.model_dump(mode="json"), indent=2)
@@ -153,6 +178,7 @@ __all__ = [
     "SPACES",
     "AnyArchitecture",
     "AnySpace",
+    "architecture_from_json",
     "dump_space",
     "get_space",
     "space_from_dict",

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     text,
@@ -113,6 +114,37 @@ class EvaluationRow(Base):
     seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class EvaluationFileRow(Base):
+    """A file an evaluation made (the trained weights), stored with the evaluation's key.
+
+    One row per ``(arch_id, evaluator, fingerprint, name)``: the files of the one
+    successful evaluation of that key, so whoever reuses the evaluation gets them.
+    """
+
+    __tablename__ = "evaluation_files"
+    __table_args__ = (
+        Index(
+            "uq_nas_evaluation_files_key",
+            "arch_id",
+            "evaluator",
+            "fingerprint",
+            "name",
+            unique=True,
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    arch_id: Mapped[str] = mapped_column(
+        String(ARCH_ID_LENGTH), ForeignKey("architectures.arch_id")
+    )
+    evaluator: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    fingerprint: Mapped[str] = mapped_column(String(FINGERPRINT_LENGTH))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(KEY_HASH_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class LatencyProfileRow(Base):

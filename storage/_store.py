@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from ._models import (
     NAME_LENGTH,
     ArchitectureRow,
     Base,
+    EvaluationFileRow,
     EvaluationRow,
     LatencyKernelRow,
     LatencyPredictorRow,
@@ -257,6 +259,52 @@ class Store:
             if row is None:  # cannot happen: DO NOTHING waits for the winner's commit
                 raise StorageError(f"storage: {self.masked_url}: lost success row {values}")
             return evaluation_record(row)
+
+    def put_evaluation_files(
+        self, arch_id: str, evaluator: str, fingerprint: str, files: Mapping[str, bytes]
+    ) -> None:
+        """Store the files of an evaluation (the trained weights) under its key, in one
+        transaction; a file already stored under the key and name is kept as it is.
+
+        Raises:
+            StorageError: ``arch_id`` is not stored.
+        """
+        _check_length("arch_id", arch_id, ARCH_ID_LENGTH)
+        _check_length("evaluator", evaluator, NAME_LENGTH)
+        _check_length("fingerprint", fingerprint, FINGERPRINT_LENGTH)
+        for name in files:
+            _check_length("file name", name, NAME_LENGTH)
+        try:
+            with self._session() as session:
+                for name, data in files.items():
+                    values = dict(
+                        arch_id=arch_id,
+                        evaluator=evaluator,
+                        fingerprint=fingerprint,
+                        name=name,
+                        data=bytes(data),
+                        sha256=hashlib.sha256(data).hexdigest(),
+                        created_at=utcnow(),
+                    )
+                    target = dict(index_elements=["arch_id", "evaluator", "fingerprint", "name"])
+                    self._insert_ignoring_conflict(session, EvaluationFileRow, values, **target)
+        except IntegrityError as exc:
+            raise StorageError(
+                f"storage: cannot store files of arch_id {arch_id!r}: "
+                "the architecture is not stored"
+            ) from exc
+
+    def get_evaluation_files(
+        self, arch_id: str, evaluator: str, fingerprint: str
+    ) -> dict[str, bytes]:
+        """The files stored with the evaluation ``(arch_id, evaluator, fingerprint)``, by name."""
+        query = select(EvaluationFileRow).where(
+            EvaluationFileRow.arch_id == arch_id,
+            EvaluationFileRow.evaluator == evaluator,
+            EvaluationFileRow.fingerprint == fingerprint,
+        )
+        with self._session() as session:
+            return {row.name: bytes(row.data) for row in session.scalars(query)}
 
     def list_evaluations(
         self, arch_id: str | None = None, evaluator: str | None = None

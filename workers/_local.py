@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from nas._errors import EvaluationError, Pruned
@@ -26,6 +26,8 @@ class EvalResult:
     seconds: float
     error: str | None = None
     pruned_at: int | None = None
+    #: The files the evaluation made (the trained weights), by name; stored with it.
+    files: dict[str, bytes] = field(default_factory=dict, repr=False)
 
 
 class Worker(abc.ABC):
@@ -50,14 +52,14 @@ class LocalWorker(Worker):
     def evaluate(self, arch: AnyArchitecture, evaluator: Evaluator, ctx: EvalContext) -> EvalResult:
         start = time.perf_counter()
         try:
-            metrics = evaluator(arch, ctx)
+            metrics, files = evaluator.run(arch, ctx)
         except Pruned as stop:
             seconds = time.perf_counter() - start
             return EvalResult(stop.metrics, seconds, f"pruned at epoch {stop.step}", stop.step)
         except Exception as exc:  # the candidate's failure, reported, not raised
             reason, out_of_memory = failure_reason(exc), is_out_of_memory(exc)
         else:
-            return EvalResult(metrics, time.perf_counter() - start)
+            return EvalResult(metrics, time.perf_counter() - start, files=files)
         if out_of_memory:  # out of the except block: its traceback no longer holds tensors
             free_memory()
             reason = f"out of memory ({reason})"

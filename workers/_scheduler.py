@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import TrialState
 
+from nas.evaluators import WEIGHTS_FILE
 from nas.storage import json_float
+from nas.workers._artifacts import WEIGHTS_ATTR, TrialArtifacts
 from nas.workers._backends import Backend, Done, LocalBackend, Task
 from nas.workers._heartbeat import (
     DRIVER_ATTR,
@@ -88,6 +90,8 @@ class _Evaluated:
     reused: int = 0
     error: str | None = None
     pruned_at: int | None = None
+    #: The files the evaluations made here (the trained weights), by name.
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -113,6 +117,11 @@ class Scheduler:
     ``constraints`` maps a metric to the most it may be; a complete trial over
     any limit is infeasible: Optuna's samplers rank it below every feasible one
     and ``study.best_trials`` leaves it out.
+
+    With ``artifacts``, every trial uploads its ``arch.json``, ``model.onnx``
+    and trained weights as Optuna artifacts before it is told. A trained
+    candidate's weights are stored with its evaluation either way, and the trial's
+    user attr ``weights`` names that evaluation (``train/<fingerprint>``).
     """
 
     def __init__(
@@ -125,6 +134,7 @@ class Scheduler:
         store: Store,
         backend: Backend | None = None,
         constraints: Mapping[str, float] | None = None,
+        artifacts: TrialArtifacts | None = None,
     ) -> None:
         self.study = study
         self.space = space
@@ -134,6 +144,7 @@ class Scheduler:
         self.store = store
         self.backend = backend or LocalBackend(self.evaluators, context)
         self.constraints = dict(constraints or {})
+        self.artifacts = artifacts
         self._fingerprints = {ev.name: ev.fingerprint(context) for ev in self.evaluators}
 
     def run(
@@ -238,6 +249,11 @@ class Scheduler:
                 result.seconds,
                 result.error,
             )
+            if result.files and result.metrics is not None and result.error is None:
+                self.store.put_evaluation_files(
+                    job.arch.arch_id, ev.name, self._fingerprints[ev.name], result.files
+                )
+                job.done.files.update(result.files)
             job.done.evaluated += 1
             job.done.metrics.update(result.metrics or {})
             if result.pruned_at is not None:
@@ -257,6 +273,9 @@ class Scheduler:
             self._confirm(job.arch, done.metrics, done)
         for key, value in done.metrics.items():
             trial.set_user_attr(key, json_float(value))
+        files = self._weights(job) if done.error is None and done.pruned_at is None else {}
+        if self.artifacts is not None:  # before tell: Optuna refuses uploads to a told trial
+            self.artifacts.upload(trial, job.arch, files)
         state, values, feasible = self._tell(trial, done)
         return TrialOutcome(
             trial.number,
@@ -269,6 +288,20 @@ class Scheduler:
             done.error,
             feasible,
         )
+
+    def _weights(self, job: _Job) -> dict[str, bytes]:
+        """The candidate's trained weights (made now or stored with a reused evaluation)."""
+        for ev in self.evaluators:
+            if WEIGHTS_FILE not in ev.files:
+                continue
+            fingerprint = self._fingerprints[ev.name]
+            files = job.done.files or self.store.get_evaluation_files(
+                job.arch.arch_id, ev.name, fingerprint
+            )
+            if WEIGHTS_FILE in files:
+                job.trial.set_user_attr(WEIGHTS_ATTR, f"{ev.name}/{fingerprint}")
+                return {WEIGHTS_FILE: files[WEIGHTS_FILE]}
+        return {}
 
     def _abandon(self, trial: optuna.Trial, reason: str) -> None:
         """Fail a trial this driver cannot finish; its architecture is queued to run again.
@@ -440,4 +473,6 @@ def evaluate_cached(
     store.put_evaluation(
         arch.arch_id, ev.name, fingerprint, result.metrics or {}, result.seconds, result.error
     )
+    if result.files and result.error is None:
+        store.put_evaluation_files(arch.arch_id, ev.name, fingerprint, result.files)
     return result, False

@@ -14,7 +14,14 @@ import sqlalchemy as sa
 from nas._errors import StorageError
 from nas.storage import EvaluationRecord, Store, check_url
 
-OURS = {"architectures", "evaluations", "latency_profiles", "latency_kernels", "latency_predictors"}
+OURS = {
+    "architectures",
+    "evaluations",
+    "evaluation_files",
+    "latency_profiles",
+    "latency_kernels",
+    "latency_predictors",
+}
 OPTUNAS = {"studies", "trials", "trial_params", "trial_values", "version_info"}
 FP = "f" * 64
 
@@ -187,3 +194,15 @@ def _race_evaluation(store: Store, worker: int) -> EvaluationRecord:
 
 def test_check_url_accepts_a_live_database(store: Store) -> None:
     check_url(store.url)
+
+
+def test_evaluation_files_round_trip_and_first_write_wins(store: Store) -> None:
+    _put_arch(store)
+    blob = bytes(range(256)) * 40  # binary, NUL bytes included
+    store.put_evaluation_files("a1", "train", FP, {"weights.safetensors": blob})
+    store.put_evaluation_files("a1", "train", FP, {"weights.safetensors": b"another run"})
+    assert store.get_evaluation_files("a1", "train", FP) == {"weights.safetensors": blob}
+    assert store.get_evaluation_files("a1", "train", "e" * 64) == {}
+    assert store.get_evaluation_files("a1", "naswot", FP) == {}
+    with pytest.raises(StorageError, match="architecture is not stored"):
+        store.put_evaluation_files("missing", "train", FP, {"w": b"x"})
