@@ -164,6 +164,14 @@ def search(
             help="Continue a stopped search to its --trials in all (not --trials more).",
         ),
     ] = False,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DIR|none",
+            help="Where trials upload arch.json, model.onnx, weights (Optuna artifacts); "
+            "default beside the SQLite file (nas-artifacts/).",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Search a space for architectures that are good and cheap.
@@ -211,6 +219,7 @@ def search(
         warmup=_whole("warmup", warmup),
         warmup_proxy=warmup_proxy,
         warmup_top=_whole("warmup_top", warmup_top),
+        artifacts=artifacts,
         **_run_options(parallel, backend, max_retries, cpus_per_trial, gpus_per_trial, ray_address),
     )
     with _SearchProgress(cfg.trials, quiet, resume) as progress:
@@ -458,11 +467,29 @@ def status(
         emit(row, fmt, f"Study {study!r}")
 
 
-@app.command(epilog="Example: nas pareto nas --format json | nas pareto nas --reference 0,2e6")
+@app.command(
+    epilog="Example: nas pareto nas --format json | nas pareto nas --reference 0,2e6"
+    " | nas pareto nas --plot pareto.html --x params --y naswot"
+)
 def pareto(
     study: Annotated[str, typer.Argument(help="The study to read.")],
     storage: StorageOpt = "sqlite:///nas.db",
     reference: ReferenceOpt = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE.html|FILE.png",
+            help="Also plot every trial and the front: self-contained HTML or PNG.",
+        ),
+    ] = None,
+    x: Annotated[
+        str | None,
+        typer.Option("--x", help="--plot: x metric (default: the first minimized objective)."),
+    ] = None,
+    y: Annotated[
+        str | None,
+        typer.Option("--y", help="--plot: y metric (default: the first maximized objective)."),
+    ] = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
     """The Pareto front of a study: objectives, cost and architecture of each trial.
@@ -470,19 +497,88 @@ def pareto(
     With --reference, the front's hypervolume against that point follows as a line
     on standard error: standard output stays the front alone, in either format
     (scripts read the number from `nas status STUDY --reference ... -f json`).
+
+    With --plot, every complete trial is also drawn (infeasible ones as grey
+    crosses, the front in red joined by a step line, a dashed line at each
+    constrained metric's limit) on --x/--y, any objective or stored metric; the
+    file's path follows on standard error.
     """
     import nas
     from nas._api import front_hypervolume
     from nas._config import parse_reference
 
     point = parse_reference(reference) if reference is not None else None
+    if plot is None and (x is not None or y is not None):
+        raise ConfigError("x" if x is not None else "y", "chooses an axis of --plot; give --plot")
     loaded = nas.load_study(study, storage)
     volume = front_hypervolume(loaded, point) if point is not None else None
+    written = None
+    if plot is not None:  # before the table: a bad --plot is one line and nothing else
+        from nas._plots import write_pareto_plot
+
+        written = write_pareto_plot(loaded, plot, x, y)
     rows = nas.pareto(loaded)
     emit(rows, fmt, f"Pareto front of study {study!r}")
     if point is not None:
         at = ", ".join(f"{v:g}" for v in point)
         err.print(f"hypervolume of the {len(rows)}-trial front against ({at}): {volume:.6g}")
+    if written is not None:
+        err.print(f"wrote {written}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command(epilog="Example: nas report nas --out report.html --storage sqlite:///nas.db")
+def report(
+    study: Annotated[str, typer.Argument(help="The study to report on.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="The HTML file to write (self-contained).")
+    ] = Path("report.html"),
+    storage: StorageOpt = "sqlite:///nas.db",
+) -> None:
+    """One self-contained HTML page about a study, to open in any browser, offline.
+
+    Its sections: the search's settings; trials by state; the best value of each
+    objective so far, by trial and by wall time; the Pareto plot and table; each
+    proxy's Spearman correlation with trained val_acc; the latency predictor's
+    error against measured latencies; failure reasons and pruning. A section
+    without data says so. The path written is printed.
+    """
+    import nas
+    from nas._plots import output_path
+    from nas._report import write_report
+
+    output_path("out", out, (".html", ".htm"))  # before reading: a bad path is one line
+    written = write_report(nas.load_study(study, storage), out, storage)
+    print(written)
+
+
+@app.command(epilog="Example: nas dashboard nas --storage sqlite:///nas.db --port 8080")
+def dashboard(
+    study: Annotated[
+        str | None, typer.Argument(help="A study to open; the list of studies when omitted.")
+    ] = None,
+    storage: StorageOpt = "sqlite:///nas.db",
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; 0.0.0.0 opens it to other machines.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        str, typer.Option(metavar="<int>", help="Port to listen on; 0 takes any free one.")
+    ] = "8080",
+    artifacts: Annotated[
+        Path | None,
+        typer.Option(help="Artifact directory; default: the study's (user attr nas.artifacts)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No log line per request.")] = False,
+) -> None:
+    """Optuna's dashboard on the study's database: trials, user attrs, plots, artifacts.
+
+    Prints the URL to open (the study's page), then serves until Ctrl-C. Each
+    trial's model.onnx and arch.json are listed with it when the artifact
+    directory is known: the one the study recorded, or --artifacts DIR.
+    """
+    from nas._dashboard import serve
+
+    number = _parsed("port", port, int, "a whole number")
+    serve(storage, study, host=host, port=number, artifact_dir=artifacts, quiet=quiet)
 
 
 @app.command(
@@ -587,6 +683,89 @@ def profile(
     emit(row, fmt, f"Latency of {target}")
     if paths:
         emit(paths, fmt, "Kernel path of each weighted layer (what ONNX Runtime ran)")
+
+
+@app.command(
+    epilog="Example: nas export nas --best --out model/ | nas export nas --trial 12 --out m12/"
+    " | nas export nas --best --max-latency-ms 0.05 --max-bytes 20000 --out small/"
+)
+def export(
+    study: Annotated[str, typer.Argument(help="The study to export from.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write (created).")],
+    trial: Annotated[
+        str | None, typer.Option(metavar="<int>", help="Export this trial (by number).")
+    ] = None,
+    best: Annotated[
+        bool, typer.Option("--best", help="Export the best trial of the feasible front.")
+    ] = False,
+    max_latency_ms: Annotated[
+        str | None, typer.Option(metavar="<float>", help="--best: latency_ms <= this.")
+    ] = None,
+    max_bytes: Annotated[
+        str | None, typer.Option(metavar="<float>", help="--best: bytes <= this.")
+    ] = None,
+    max_bitops: Annotated[
+        str | None, typer.Option(metavar="<float>", help="--best: bitops <= this.")
+    ] = None,
+    constraint: Annotated[
+        list[str] | None,
+        typer.Option("--constraint", "-c", help="--best: METRIC<=VALUE, repeatable."),
+    ] = None,
+    prefer: Annotated[
+        str | None,
+        typer.Option(help="--best: the objective to be best at (default: the first maximized)."),
+    ] = None,
+    batch_size: Annotated[
+        str | None, typer.Option(metavar="<int>", help="The ONNX model's batch size (1).")
+    ] = None,
+    storage: StorageOpt = "sqlite:///nas.db",
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Write a trial's network, ready to ship: model.onnx, arch.json, weights, model card.
+
+    The directory gets model.onnx (QDQ for the quantized layers), arch.json,
+    weights.safetensors when the candidate was trained, metrics.json and README.md
+    (a model card: objectives, cost, latency and its hardware, data set, training
+    settings, how to load it in PyTorch and ONNX Runtime). A trained network is
+    loaded back from the written files and its validation accuracy recomputed, in
+    PyTorch and in ONNX Runtime, next to the stored value.
+
+    --best picks from the feasible Pareto front, within the limits given here on top
+    of the study's constraints, the trial best at --prefer, and says so.
+    """
+    from nas._export import export as export_trial
+
+    number = _whole("trial", trial)
+    limits = _limits(
+        {"latency_ms": max_latency_ms, "bytes": max_bytes, "bitops": max_bitops}, constraint or []
+    )
+    if (number is None) == (not best):
+        raise ConfigError("trial", "give either --trial N or --best")
+    if number is not None and (limits or prefer):
+        raise ConfigError("trial", "limits and --prefer go with --best, not --trial")
+    result = export_trial(
+        study,
+        out,
+        trial=number,
+        limits=limits,
+        prefer=prefer,
+        storage=storage,
+        batch_size=_whole("batch_size", batch_size) or 1,
+    )
+    if fmt == Format.json:
+        emit(result.as_dict(), fmt)
+        return
+    err.print(result.choice, markup=False, highlight=False, soft_wrap=True)
+    rows = [{"file": str(result.out / name), "bytes": size} for name, size in result.files.items()]
+    emit(rows, fmt, f"trial {result.trial} of study {study!r}")
+    for key, value in result.reloaded.items():
+        err.print(
+            f"{key} from the written files: {value:.4f} (stored val_acc "
+            f"{result.metrics.get('val_acc', float('nan')):.4f})",
+            highlight=False,
+        )
+    if result.onnx_missing:
+        err.print(f"no model.onnx: {result.onnx_missing}", markup=False, highlight=False)
 
 
 @app.command(epilog="Example: nas spaces --format json")

@@ -49,7 +49,9 @@ def test_listings(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and rows[0]["name"] in out
 
 
-@pytest.mark.parametrize("command", ["search", "status", "pareto", "spaces"])
+@pytest.mark.parametrize(
+    "command", ["search", "status", "pareto", "spaces", "export", "report", "dashboard"]
+)
 def test_help_has_an_example(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli([command, "--help"], capsys)
     assert code == 0 and "Example: nas" in out
