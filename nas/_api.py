@@ -236,14 +236,16 @@ def _trial_artifacts(cfg: SearchConfig, study: optuna.Study) -> TrialArtifacts |
             raise ConfigError(
                 "artifacts",
                 f"study {study.study_name!r} keeps its artifacts in {recorded}; "
-                "leave --artifacts out to continue there",
+                "leave --artifacts out to continue there, or give none",
             )
     if directory is None:
         return None
     try:
         artifacts = TrialArtifacts(directory, seed=cfg.eval_seed)
     except OSError as exc:
-        raise ConfigError("artifacts", f"cannot use {directory} ({exc.strerror})") from None
+        raise ConfigError(
+            "artifacts", f"cannot use {directory} ({exc.strerror}); give a directory or none"
+        ) from None
     if recorded is None:
         study.set_user_attr(ARTIFACTS_ATTR, str(directory))
     return artifacts
@@ -335,6 +337,13 @@ def load_study(study: str, storage: str = "sqlite:///nas.db") -> optuna.Study:
             raise ConfigError(
                 "study", f"no study {study!r} in {store.masked_url}; studies: {known}"
             ) from None
+
+
+def study_storage_url(study: optuna.Study) -> str | None:
+    """The database URL a study reads, if it is an RDB storage (Optuna wraps it in a cache)."""
+    storage: Any = study._storage  # Optuna has no public handle on it
+    url = getattr(getattr(storage, "_backend", storage), "url", None)
+    return url if isinstance(url, str) else None
 
 
 def studies(storage: str = "sqlite:///nas.db") -> list[dict[str, Any]]:

@@ -104,6 +104,8 @@ def export(
         >>> sorted(exported.files)
         ['README.md', 'arch.json', 'metrics.json', 'model.onnx']
     """
+    from nas._api import study_storage_url
+
     url = storage or (study_storage_url(study) if isinstance(study, optuna.Study) else None)
     url = url or "sqlite:///nas.db"
     if isinstance(study, str):
@@ -127,14 +129,6 @@ def export(
         reloaded,
         bundle.onnx_missing,
     )
-
-
-def study_storage_url(study: optuna.Study) -> str | None:
-    """The database URL a loaded study reads (Optuna wraps its RDB storage in a cache)."""
-    storage: Any = study._storage  # Optuna has no public handle on it
-    backend = getattr(storage, "_backend", storage)
-    url = getattr(backend, "url", None)
-    return str(url) if url is not None else None
 
 
 def choose_trial(

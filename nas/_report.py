@@ -73,7 +73,9 @@ def write_report(study: optuna.Study, path: str | Path, storage: str | None = No
         'report.html'
     """
     out = output_path("out", path, (".html", ".htm"))
-    url = storage or _storage_url(study)
+    from nas._api import study_storage_url
+
+    url = storage or study_storage_url(study)
     sections = [
         _settings(study),
         _counts(study),
@@ -473,13 +475,6 @@ def _pairs_of(
             )
         )
     return pairs
-
-
-def _storage_url(study: optuna.Study) -> str | None:
-    """The URL of the study's RDB storage (Optuna wraps it in a cache), if it has one."""
-    storage = study._storage
-    url = getattr(getattr(storage, "_backend", storage), "url", None)
-    return url if isinstance(url, str) else None
 
 
 # -- HTML -----------------------------------------------------------------------------

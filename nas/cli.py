@@ -29,6 +29,14 @@ err = Console(stderr=True)
 StorageOpt = Annotated[
     str, typer.Option("--storage", help="Database URL (SQLAlchemy), e.g. sqlite:///nas.db.")
 ]
+ArtifactsOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="DIR|none",
+        help="Where trials upload arch.json, model.onnx, weights (Optuna artifacts); "
+        "default: the study's, else nas-artifacts/ beside the SQLite file.",
+    ),
+]
 FormatOpt = Annotated[
     Format, typer.Option("--format", "-f", help="table for people, json for scripts.")
 ]
@@ -164,14 +172,7 @@ def search(
             help="Continue a stopped search to its --trials in all (not --trials more).",
         ),
     ] = False,
-    artifacts: Annotated[
-        str | None,
-        typer.Option(
-            metavar="DIR|none",
-            help="Where trials upload arch.json, model.onnx, weights (Optuna artifacts); "
-            "default beside the SQLite file (nas-artifacts/).",
-        ),
-    ] = None,
+    artifacts: ArtifactsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Search a space for architectures that are good and cheap.
@@ -298,6 +299,7 @@ def worker(
     cpus_per_trial: CpusOpt = None,
     gpus_per_trial: GpusOpt = None,
     ray_address: RayAddressOpt = None,
+    artifacts: ArtifactsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Join an existing study on a shared database and run its search here.
@@ -321,6 +323,7 @@ def worker(
             on_start=progress.start,
             seed=_whole("seed", seed),
             device=device,
+            artifacts=artifacts,
             **_run_options(
                 parallel, backend, max_retries, cpus_per_trial, gpus_per_trial, ray_address
             ),

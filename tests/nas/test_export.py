@@ -230,3 +230,16 @@ def test_nb201_cells_upload_their_json_but_no_onnx(db_url: str) -> None:
     names = {m.filename for m in get_all_artifact_meta(trial, storage=study._storage)}
     assert names == {"arch.json"}
     assert "no ONNX export" in trial.user_attrs["onnx_error"]
+
+
+def test_a_worker_elsewhere_without_the_artifact_directory(db_url: str, tmp_path: Path) -> None:
+    study = nas.search({"trials": 1, "storage": db_url}).study
+    (tmp_path / "afile").write_text("x")
+    # As if the study had been created on a machine whose directory is not here.
+    study.set_user_attr("nas.artifacts", str(tmp_path / "afile" / "artifacts"))
+    with pytest.raises(nas.ConfigError, match="artifacts: cannot use .*give a directory or none"):
+        nas.join("nas", db_url, trials=1)
+    assert len(nas.load_study("nas", db_url).trials) == 1
+    joined = nas.join("nas", db_url, trials=1, artifacts="none").study
+    [new] = joined.trials[1:]
+    assert get_all_artifact_meta(new, storage=joined._storage) == []
