@@ -22,6 +22,20 @@ from nas._registry import Registry
 from nas.evaluators._settings import sha256_json, validate_settings
 
 
+@dataclass(frozen=True)
+class Normalization:
+    """How raw inputs became the split's: ``x = (raw - mean) / std``, per channel (or one
+    value for all), with statistics of the train split; ``raw`` says what raw inputs are.
+    A deployed model must be fed inputs normalized the same way."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    raw: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mean": list(self.mean), "std": list(self.std), "raw": self.raw}
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """Train and validation splits: float32 ``x`` of shape (N, *input_shape), int64 ``y``.
@@ -41,6 +55,8 @@ class Dataset:
     num_classes: int
     fingerprint: str
     settings: dict[str, Any] = field(default_factory=dict)
+    #: How the raw inputs were normalized (None: the data set made them as they are).
+    normalization: Normalization | None = None
 
     def describe(self) -> str:
         """One line, e.g. ``digits: 1437 train / 360 val, input (1, 8, 8), 10 classes``."""
@@ -63,6 +79,7 @@ class Splits(NamedTuple):
     y_val: torch.Tensor
     num_classes: int
     content: str | None = None
+    normalization: Normalization | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +151,7 @@ def load_dataset(name: str, **settings: Any) -> Dataset:
         num_classes=splits.num_classes,
         fingerprint=sha256_json(identity),
         settings=resolved,
+        normalization=splits.normalization,
     )
 
 
@@ -218,6 +236,9 @@ def _make_digits(settings: DigitsSettings) -> Splits:
         (x_val - mean) / std,
         torch.as_tensor(y_va, dtype=torch.int64),
         10,
+        normalization=Normalization(
+            (float(mean),), (float(std),), "8x8 pixel counts 0-16 (sklearn.datasets.load_digits)"
+        ),
     )
 
 

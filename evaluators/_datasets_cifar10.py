@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from nas._errors import ConfigError
-from nas.evaluators._datasets import Splits, one_line, register_dataset
+from nas.evaluators._datasets import Normalization, Splits, one_line, register_dataset
 
 ENV_VAR = "NAS_CIFAR10_DIR"
 DEFAULT_ROOT = "./data/cifar-10-batches-py"
@@ -107,6 +107,11 @@ def _make_cifar10(settings: Cifar10Settings) -> Splits:
         torch.from_numpy(y_va),
         NUM_CLASSES,
         content.hexdigest(),
+        Normalization(
+            tuple(float(m) for m in mean),
+            tuple(float(s) for s in std),
+            "RGB values 0-255, channels first",
+        ),
     )
 
 

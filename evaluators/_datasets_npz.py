@@ -24,7 +24,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from nas._errors import ConfigError
-from nas.evaluators._datasets import Splits, one_line, register_dataset
+from nas.evaluators._datasets import Normalization, Splits, one_line, register_dataset
 
 KEYS = ("x_train", "y_train", "x_val", "y_val")
 
@@ -76,11 +76,13 @@ def _make_npz(settings: NpzSettings) -> Splits:
     num_classes = _num_classes(path, settings.num_classes, largest)
     x_train = x_tr.astype(np.float64)
     x_val = x_va.astype(np.float64)
+    normalization = None
     if settings.normalize:
         mean = x_train.mean()
         std = x_train.std(ddof=1) if x_train.size > 1 else 0.0
         std = std if std > 0 else 1.0  # constant data is only centred
         x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
+        normalization = Normalization((float(mean),), (float(std),), "x_train/x_val as stored")
     return Splits(
         torch.from_numpy(x_train.astype(np.float32)),
         torch.from_numpy(y_tr.astype(np.int64)),
@@ -88,6 +90,7 @@ def _make_npz(settings: NpzSettings) -> Splits:
         torch.from_numpy(y_va.astype(np.int64)),
         num_classes,
         hashlib.sha256(raw).hexdigest(),
+        normalization,
     )
 
 

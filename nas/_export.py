@@ -253,6 +253,9 @@ class _Bundle:
     onnx_missing: str | None
     latency: dict[str, Any] | None
     batch_size: int
+    #: The study's data set (None, with the reason in ``data_missing``, where it cannot load).
+    data: Any = None
+    data_missing: str | None = None
 
     @classmethod
     def collect(
@@ -289,16 +292,16 @@ class _Bundle:
             missing,
             latency,
             batch_size,
+            *_dataset(study),
         )
 
     def verify(self) -> dict[str, float]:
         """Validation accuracy from the files about to be written (trained candidates only)."""
-        if self.weights is None:
+        if self.weights is None or self.data is None:
             return {}
-        from nas.evaluators import load_dataset, restore
+        from nas.evaluators import restore
 
-        dataset_attr = self.study.user_attrs.get("nas.dataset", {})
-        data = load_dataset(dataset_attr["name"], **dataset_attr.get("settings", {}))
+        data = self.data
         x = data.x_val.reshape(len(data.x_val), *self.arch.input_shape)
         model = restore(self.arch, self.weights)
         import torch
@@ -351,6 +354,10 @@ class _Bundle:
             "reloaded": reloaded,
             "latency_profile": self.latency,
             "onnx": {"batch_size": self.batch_size, "missing": self.onnx_missing},
+            "input": {
+                "shape": list(self.arch.input_shape),
+                "normalization": self._normalization_dict(),
+            },
             "sha256": digests,
         }
 
@@ -403,9 +410,9 @@ class _Bundle:
             "",
             f"`{dataset.get('name', '?')}` with settings"
             f" `{json.dumps(dataset.get('settings', {}))}`;"
-            f" input shape {tuple(self.arch.input_shape)}, {self.arch.num_classes} classes. Inputs"
-            " are normalized with the train split's statistics, as"
-            " `nas.evaluators.load_dataset` returns them; feed the model the same.",
+            f" input shape {tuple(self.arch.input_shape)}, {self.arch.num_classes} classes.",
+            "",
+            self._input_line(),
             "",
             "## Training",
             "",
@@ -425,6 +432,25 @@ class _Bundle:
             *self._load_lines(WEIGHTS_FILE),
         ]
         return "\n".join(lines) + "\n"
+
+    def _normalization_dict(self) -> dict[str, Any] | None:
+        norm = getattr(self.data, "normalization", None)
+        return None if norm is None else dict(norm.as_dict())
+
+    def _input_line(self) -> str:
+        norm = getattr(self.data, "normalization", None)
+        if norm is not None:
+            per = "per channel" if len(norm.mean) > 1 else "one value for all"
+            mean = ", ".join(f"{v:.6g}" for v in norm.mean)
+            std = ", ".join(f"{v:.6g}" for v in norm.std)
+            return (
+                f"Feed the model `x = (raw - mean) / std` with mean [{mean}] and std [{std}]"
+                f" ({per}; raw inputs: {norm.raw}), the train split's statistics, as in the"
+                " search (also in `metrics.json`, `input.normalization`)."
+            )
+        if self.data_missing is not None:
+            return f"The data set could not be loaded here ({self.data_missing})."
+        return "Feed the model inputs as the data set makes them (`nas.evaluators.load_dataset`)."
 
     def _latency_lines(self) -> list[str]:
         lines = []
@@ -509,6 +535,18 @@ class _Bundle:
         if self.onnx is None:
             onnx = [f"No ONNX model: {self.onnx_missing}."]
         return [*onnx, "", *torch_lines]
+
+
+def _dataset(study: optuna.Study) -> tuple[Any, str | None]:
+    """The study's data set, or why it cannot be loaded here (a directory on another machine)."""
+    from nas._errors import NasError
+    from nas.evaluators import load_dataset
+
+    entry = study.user_attrs.get("nas.dataset", {})
+    try:
+        return load_dataset(entry["name"], **entry.get("settings", {})), None
+    except (NasError, KeyError) as exc:
+        return None, str(exc)
 
 
 def _stored_weights(trial: FrozenTrial, store: Store) -> bytes | None:

@@ -85,7 +85,12 @@ def test_trained_export_reloads_to_the_stored_metrics(
         "maximize:val_acc": chosen.values[0],
         "minimize:macs": chosen.values[1],
     }
+    # The recorded normalization maps the raw 0-16 pixel counts onto the model's inputs.
+    norm = written["input"]["normalization"]
+    raw = data.x_val * norm["std"][0] + norm["mean"][0]
+    assert torch.allclose(raw, raw.round(), atol=1e-4) and raw.min() == 0 and raw.max() == 16
     card = (out / "README.md").read_text()
+    assert "x = (raw - mean) / std" in card
     for text in ("## Objectives", "## Cost model", "## Latency", "## Data set", "## Training"):
         assert text in card
     assert "load_state_dict" in card and "InferenceSession" in card
