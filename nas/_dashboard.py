@@ -148,12 +148,13 @@ def serve(
     try:
         store, app, study_id = _app(storage, study, artifact_dir)
         server.set_app(app)
-        # The dashboard computes parameter importances on every refresh: with few trials
-        # PED-ANOVA warns each time, and the warnings would bury the log.
-        warnings.filterwarnings("ignore", "Some regimes for parameter", UserWarning)
         print(dashboard_url(host, server.server_port, study_id), flush=True)
         print("Ctrl-C stops the dashboard", file=sys.stderr, flush=True)
-        server.serve_forever()
+        with warnings.catch_warnings():  # put back as they were when the server stops
+            # The dashboard computes parameter importances on every refresh: with few
+            # trials PED-ANOVA warns each time, and the warnings would bury the log.
+            warnings.filterwarnings("ignore", "Some regimes for parameter", UserWarning)
+            server.serve_forever()
     except KeyboardInterrupt:
         print("dashboard stopped", file=sys.stderr)
     finally:

@@ -164,16 +164,17 @@ def _connect(address: str | None) -> None:
     the mode is unset, it is set here: a cluster without authentication accepts a
     token too, and one with it would refuse the driver.
     """
-    import ray
 
     joining = address is not None or bool(os.environ.get("RAY_ADDRESS"))
     if joining and "RAY_AUTH_MODE" not in os.environ and auth_token_available():
         _enable_token_mode()
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        _init(address)
     except Exception as exc:  # ConnectionError, AuthenticationError, ValueError...
-        lines = str(exc).strip().splitlines()
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
         text = lines[0] if lines else type(exc).__name__
+        if len(lines) > 1 and _CLIENT_INIT_FAILED in text:  # the server's traceback follows
+            text = f"{text.rstrip(':')}: {lines[-1]}"
         where = address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
         hint = ""
         if (
@@ -189,6 +190,32 @@ def _connect(address: str | None) -> None:
         raise ConfigError(
             "ray_address", f"cannot connect to Ray at {where}: {text.rstrip('.')}{hint}"
         ) from None
+
+
+#: What Ray Client says when the cluster could not start the server of this client.
+_CLIENT_INIT_FAILED = "Initialization failure from server"
+#: How often a Ray Client connection is tried when the cluster failed to start its server.
+CLIENT_ATTEMPTS = 3
+
+
+def _init(address: str | None) -> None:
+    """``ray.init``; through Ray Client, tried again when the cluster failed to start the
+    client's server (it starts one process per client and gives it 30 s: a loaded head
+    node misses that now and then), with the last failure raised."""
+    import time
+
+    import ray
+
+    attempts = CLIENT_ATTEMPTS if address is not None and address.startswith("ray://") else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            return
+        except ConnectionAbortedError as exc:
+            if attempt == attempts or _CLIENT_INIT_FAILED not in str(exc):
+                raise
+            ray.shutdown()
+            time.sleep(2.0 * attempt)
 
 
 def _enable_token_mode() -> None:
