@@ -242,7 +242,7 @@ def test_a_worker_elsewhere_without_the_artifact_directory(db_url: str, tmp_path
     (tmp_path / "afile").write_text("x")
     # As if the study had been created on a machine whose directory is not here.
     study.set_user_attr("nas.artifacts", str(tmp_path / "afile" / "artifacts"))
-    with pytest.raises(nas.ConfigError, match="artifacts: cannot use .*give a directory or none"):
+    with pytest.raises(nas.ConfigError, match=r"artifacts: cannot use .*give a directory or none"):
         nas.join("nas", db_url, trials=1)
     assert len(nas.load_study("nas", db_url).trials) == 1
     joined = nas.join("nas", db_url, trials=1, artifacts="none").study
