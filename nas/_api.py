@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -447,8 +448,20 @@ def _directions(study: optuna.Study) -> list[str]:
     return [d.name.lower() for d in study.directions]
 
 
+def metric_names(study: optuna.Study) -> list[str]:
+    """The objectives' metric names (``objective0``, ... for a study that has none)."""
+    return study.metric_names or [f"objective{i}" for i in range(len(study.directions))]
+
+
+def metric_value(value: Any) -> float | None:
+    """A stored metric (a user attr) as a float; None unless it is a finite real number."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
 def _objective_labels(study: optuna.Study) -> list[str]:
-    names = study.metric_names or [f"objective{i}" for i in range(len(study.directions))]
+    names = metric_names(study)
     return [f"{d.name.lower()}:{n}" for d, n in zip(study.directions, names, strict=True)]
 
 
@@ -460,7 +473,7 @@ def pareto(study: optuna.Study) -> list[dict[str, Any]]:
     number, the objective values by name, the arch_id, the architecture summary,
     its cost and the constrained metrics.
     """
-    names = study.metric_names or [f"objective{i}" for i in range(len(study.directions))]
+    names = metric_names(study)
     extra = ("params", "macs", "bytes", *_constraints(study))
     return [_trial_row(t, names, extra) for t in sorted(_front(study), key=lambda t: t.values)]
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,7 +26,16 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nas._api import (
+    _directions,
+    _feasible,
+    _objective_labels,
+    load_study,
+    metric_value,
+    study_storage_url,
+)
 from nas._errors import ConfigError, EvaluationError
+from nas._render import _cell
 from nas.storage import Store
 from nas.workers._artifacts import WEIGHTS_ATTR
 
@@ -104,13 +112,9 @@ def export(
         >>> sorted(exported.files)
         ['README.md', 'arch.json', 'metrics.json', 'model.onnx']
     """
-    from nas._api import study_storage_url
-
     url = storage or (study_storage_url(study) if isinstance(study, optuna.Study) else None)
     url = url or "sqlite:///nas.db"
     if isinstance(study, str):
-        from nas._api import load_study
-
         study = load_study(study, url)
     if batch_size < 1:
         raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
@@ -148,8 +152,6 @@ def choose_trial(
         >>> why.startswith(f"trial {chosen.number}: the best maximize:naswot")
         True
     """
-    from nas._api import _directions, _feasible, _objective_labels
-
     trials = study.get_trials(deepcopy=False)
     if trial is not None:
         if limits or prefer:
@@ -173,12 +175,12 @@ def choose_trial(
         raise ConfigError("best", f"study {study.study_name!r} has no feasible COMPLETE trial")
     for metric in limits:
         if not any(metric in t.user_attrs for t in feasible):
-            known = sorted({k for t in feasible for k, v in t.user_attrs.items() if _real(v)})
+            known = sorted({k for t in feasible for k, v in t.user_attrs.items() if _is_metric(v)})
             raise ConfigError(metric, f"no trial has this metric; metrics: {', '.join(known)}")
     within = [t for t in feasible if all(_within(t, m, v) for m, v in limits.items())]
     if not within:
         closest = {
-            m: min(float(t.user_attrs[m]) for t in feasible if _real(t.user_attrs.get(m)))
+            m: min(float(t.user_attrs[m]) for t in feasible if _is_metric(t.user_attrs.get(m)))
             for m in limits
         }
         lowest = ", ".join(f"{m} {v:.4g}" for m, v in closest.items())
@@ -216,12 +218,12 @@ def _preferred(names: Sequence[str], directions: Sequence[str], prefer: str | No
 
 
 def _within(trial: FrozenTrial, metric: str, limit: float) -> bool:
-    value = trial.user_attrs.get(metric)
-    return _real(value) and float(value) <= limit  # type: ignore[arg-type]
+    value = metric_value(trial.user_attrs.get(metric))
+    return value is not None and value <= limit
 
 
-def _real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def _is_metric(value: Any) -> bool:
+    return metric_value(value) is not None
 
 
 def _limits_text(limits: Mapping[str, float]) -> str:
@@ -278,7 +280,7 @@ class _Bundle:
             onnx = onnx_bytes(arch, weights, seed=seed, batch_size=batch_size)
         except EvaluationError as exc:
             missing = str(exc)
-        metrics = {k: float(v) for k, v in trial.user_attrs.items() if _real(v)}
+        metrics = {k: float(v) for k, v in trial.user_attrs.items() if _is_metric(v)}
         profiles = store.list_latency_profiles(arch_id=arch.arch_id)
         latency = _latency_facts(profiles[-1]) if profiles else None
         return cls(
@@ -339,8 +341,6 @@ class _Bundle:
     def _metrics_json(
         self, choice: str, reloaded: dict[str, float], digests: dict[str, str]
     ) -> dict[str, Any]:
-        from nas._api import _objective_labels
-
         labels = _objective_labels(self.study)
         return {
             "study": self.study.study_name,
@@ -363,7 +363,6 @@ class _Bundle:
 
     def _card(self, choice: str, reloaded: dict[str, float], payload: dict[str, bytes]) -> str:
         from nas import __version__
-        from nas._api import _objective_labels
         from nas.evaluators import WEIGHTS_FILE
 
         attrs = self.study.user_attrs
@@ -382,7 +381,7 @@ class _Bundle:
             "",
             "| objective | value |",
             "|---|---|",
-            *(f"| {lbl} | {_fmt(v)} |" for lbl, v in zip(labels, self.trial.values, strict=True)),
+            *(f"| {lbl} | {_cell(v)} |" for lbl, v in zip(labels, self.trial.values, strict=True)),
         ]
         constraints = attrs.get("nas.constraints", {})
         if constraints:
@@ -397,7 +396,7 @@ class _Bundle:
             "|---|---|---|---|---|",
             "| "
             + " | ".join(
-                _fmt(self.metrics.get(k))
+                _cell(self.metrics.get(k))
                 for k in ("params", "macs", "bitops", "bytes", "peak_activation_bytes")
             )
             + " |",
@@ -456,7 +455,7 @@ class _Bundle:
         lines = []
         if "latency_ms" in self.metrics:
             how = "predicted" if self.metrics.get("latency_measured") == 0.0 else "measured"
-            lines.append(f"In the search: {_fmt(self.metrics['latency_ms'])} ms ({how}).")
+            lines.append(f"In the search: {_cell(self.metrics['latency_ms'])} ms ({how}).")
         if self.latency is not None:
             hw = self.latency
             lines.append(
@@ -490,13 +489,13 @@ class _Bundle:
             "",
             "| validation accuracy | value |",
             "|---|---|",
-            f"| stored by the search | {_fmt(self.metrics.get('val_acc'))} |",
+            f"| stored by the search | {_cell(self.metrics.get('val_acc'))} |",
         ]
         if "val_acc_torch" in reloaded:
-            lines.append(f"| PyTorch, from these files | {_fmt(reloaded['val_acc_torch'])} |")
+            lines.append(f"| PyTorch, from these files | {_cell(reloaded['val_acc_torch'])} |")
         if "val_acc_onnxruntime" in reloaded:
             lines.append(
-                f"| ONNX Runtime, `model.onnx` | {_fmt(reloaded['val_acc_onnxruntime'])} |"
+                f"| ONNX Runtime, `model.onnx` | {_cell(reloaded['val_acc_onnxruntime'])} |"
             )
         return lines
 
@@ -606,13 +605,3 @@ def _onnx_accuracy(model: bytes, x: Any, y: Any, batch_size: int) -> float:
         logits = session.run(None, {name: batch})[0][:n]
         correct += int((logits.argmax(1) == y[start : start + n]).sum())
     return correct / len(x)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return f"{int(value):,}"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)

@@ -9,7 +9,6 @@ any constrained metric on an axis. plotly and matplotlib are imported on use.
 from __future__ import annotations
 
 import html
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas._api import _constraints, _feasible, _front
+from nas._api import _constraints, _feasible, _front, metric_names, metric_value
 from nas._config import COST_METRICS
 from nas._errors import ConfigError
 from nas._render import _cell
@@ -95,7 +94,7 @@ def pareto_data(study: optuna.Study, x: str | None = None, y: str | None = None)
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not trials:
         raise ConfigError("study", f"study {study.study_name!r} has no complete trial to plot")
-    names = _metric_names(study)
+    names = metric_names(study)
     objectives = dict(zip(names, (d.name.lower() for d in study.directions), strict=True))
     available = _available(trials, names)
     y_metric = _choose("y", y, available, _default_y(objectives))
@@ -176,24 +175,14 @@ def output_path(field: str, path: str | Path, suffixes: tuple[str, ...]) -> Path
 # -- the data -------------------------------------------------------------------------
 
 
-def _metric_names(study: optuna.Study) -> list[str]:
-    return study.metric_names or [f"objective{i}" for i in range(len(study.directions))]
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
 def _value(trial: FrozenTrial, metric: str, names: list[str]) -> float | None:
     if metric in names and trial.values is not None:
-        return _number(trial.values[names.index(metric)])
-    return _number(trial.user_attrs.get(metric))
+        return metric_value(trial.values[names.index(metric)])
+    return metric_value(trial.user_attrs.get(metric))
 
 
 def _available(trials: list[FrozenTrial], names: list[str]) -> list[str]:
-    attrs = {k for t in trials for k, v in t.user_attrs.items() if _number(v) is not None}
+    attrs = {k for t in trials for k, v in t.user_attrs.items() if metric_value(v) is not None}
     return [*names, *sorted(attrs - set(names))]
 
 

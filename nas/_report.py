@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas._api import _constraints, _feasible, pareto
+from nas._api import _constraints, _feasible, metric_value, pareto, study_storage_url
 from nas._errors import ConfigError, NasError
 from nas._plots import output_path, pareto_figure
 from nas._render import _cell
@@ -73,8 +73,6 @@ def write_report(study: optuna.Study, path: str | Path, storage: str | None = No
         'report.html'
     """
     out = output_path("out", path, (".html", ".htm"))
-    from nas._api import study_storage_url
-
     url = storage or study_storage_url(study)
     sections = [
         _settings(study),
@@ -111,11 +109,12 @@ def proxy_correlations(study: optuna.Study) -> list[dict[str, Any]]:
     from scipy.stats import spearmanr
 
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    with_target = [t for t in trials if _number(t.user_attrs.get(TARGET)) is not None]
+    with_target = [t for t in trials if metric_value(t.user_attrs.get(TARGET)) is not None]
     rows = []
     for proxy in _proxy_metrics():
         pairs = [
-            (_number(t.user_attrs.get(proxy)), float(t.user_attrs[TARGET])) for t in with_target
+            (metric_value(t.user_attrs.get(proxy)), float(t.user_attrs[TARGET]))
+            for t in with_target
         ]
         xs = [p for p, _ in pairs if p is not None]
         ys = [a for p, a in pairs if p is not None]
@@ -560,12 +559,6 @@ def _numbers(numbers: list[int], most: int = 20) -> str:
 
 def _n_feasible(trials: Sequence[FrozenTrial]) -> int:
     return sum(_feasible(t) for t in trials)
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
 
 
 def _first_line(exc: BaseException) -> str:
