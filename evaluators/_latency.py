@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from nas._errors import ConfigError, EvaluationError
 from nas.evaluators._base import EvalContext, Evaluator, register_evaluator
 from nas.evaluators._export import ExportedModel, LayerExport, export_onnx
+from nas.evaluators._files import restore
 from nas.evaluators._ort_runner import PROVIDERS, make_session
 from nas.search_space._architecture import Architecture
 
@@ -428,14 +429,8 @@ def reference_model(batch_size: int = 1) -> bytes:
 
 def export_arch(arch: Architecture, settings: LatencySettings, seed: int = 0) -> ExportedModel:
     """Build ``arch`` (weights from ``seed``; latency does not depend on their values), export."""
-    import torch
-
-    from nas.search_space import build_model
-
-    torch.manual_seed(seed)
-    model = build_model(arch).eval()
     return export_onnx(
-        model,
+        restore(arch, seed=seed),
         arch.input_shape,
         batch_size=settings.batch_size,
         precision=settings.precision,

@@ -219,11 +219,14 @@ class Store:
         metrics: Mapping[str, float],
         seconds: float,
         error: str | None = None,
+        files: Mapping[str, bytes] | None = None,
     ) -> EvaluationRecord:
         """Store one evaluation in one transaction; ``error`` None means success.
 
-        If a success is already stored for the key (another driver won the
-        race), nothing is written and the stored one is returned.
+        ``files`` (a success's: the trained weights, by name) are stored with it,
+        in the same transaction, for :meth:`get_evaluation_files`. If a success is
+        already stored for the key (another driver won the race), nothing is
+        written and the stored one (with its files) is returned.
 
         Raises:
             StorageError: ``arch_id`` is not stored (call :meth:`put_architecture` first).
@@ -232,18 +235,22 @@ class Store:
         _check_length("arch_id", arch_id, ARCH_ID_LENGTH)
         _check_length("evaluator", evaluator, NAME_LENGTH)
         _check_length("fingerprint", fingerprint, FINGERPRINT_LENGTH)
+        for name in files or {}:
+            _check_length("file name", name, NAME_LENGTH)
         record = EvaluationRecord(
             arch_id, evaluator, fingerprint, clean_metrics(metrics), float(seconds), utcnow(), error
         )
         try:
-            return self._write_evaluation(record)
+            return self._write_evaluation(record, files or {})
         except IntegrityError as exc:
             raise StorageError(
                 f"storage: cannot store the evaluation of arch_id {arch_id!r}: "
                 "the architecture is not stored (call put_architecture first)"
             ) from exc
 
-    def _write_evaluation(self, record: EvaluationRecord) -> EvaluationRecord:
+    def _write_evaluation(
+        self, record: EvaluationRecord, files: Mapping[str, bytes]
+    ) -> EvaluationRecord:
         values = dict(vars(record), metrics=encode_metrics(record.metrics))
         with self._session() as session:
             if record.error is not None:
@@ -254,45 +261,23 @@ class Store:
                 index_where=EvaluationRow.error.is_(None),
             )
             if self._insert_ignoring_conflict(session, EvaluationRow, values, **target):
+                session.add_all(
+                    EvaluationFileRow(
+                        arch_id=record.arch_id,
+                        evaluator=record.evaluator,
+                        fingerprint=record.fingerprint,
+                        name=name,
+                        data=bytes(data),
+                        sha256=hashlib.sha256(data).hexdigest(),
+                        created_at=record.created_at,
+                    )
+                    for name, data in files.items()
+                )
                 return record
             row = _success(session, record.arch_id, record.evaluator, record.fingerprint)
             if row is None:  # cannot happen: DO NOTHING waits for the winner's commit
                 raise StorageError(f"storage: {self.masked_url}: lost success row {values}")
             return evaluation_record(row)
-
-    def put_evaluation_files(
-        self, arch_id: str, evaluator: str, fingerprint: str, files: Mapping[str, bytes]
-    ) -> None:
-        """Store the files of an evaluation (the trained weights) under its key, in one
-        transaction; a file already stored under the key and name is kept as it is.
-
-        Raises:
-            StorageError: ``arch_id`` is not stored.
-        """
-        _check_length("arch_id", arch_id, ARCH_ID_LENGTH)
-        _check_length("evaluator", evaluator, NAME_LENGTH)
-        _check_length("fingerprint", fingerprint, FINGERPRINT_LENGTH)
-        for name in files:
-            _check_length("file name", name, NAME_LENGTH)
-        try:
-            with self._session() as session:
-                for name, data in files.items():
-                    values = dict(
-                        arch_id=arch_id,
-                        evaluator=evaluator,
-                        fingerprint=fingerprint,
-                        name=name,
-                        data=bytes(data),
-                        sha256=hashlib.sha256(data).hexdigest(),
-                        created_at=utcnow(),
-                    )
-                    target = dict(index_elements=["arch_id", "evaluator", "fingerprint", "name"])
-                    self._insert_ignoring_conflict(session, EvaluationFileRow, values, **target)
-        except IntegrityError as exc:
-            raise StorageError(
-                f"storage: cannot store files of arch_id {arch_id!r}: "
-                "the architecture is not stored"
-            ) from exc
 
     def get_evaluation_files(
         self, arch_id: str, evaluator: str, fingerprint: str

@@ -164,7 +164,6 @@ def _connect(address: str | None) -> None:
     the mode is unset, it is set here: a cluster without authentication accepts a
     token too, and one with it would refuse the driver.
     """
-
     joining = address is not None or bool(os.environ.get("RAY_ADDRESS"))
     if joining and "RAY_AUTH_MODE" not in os.environ and auth_token_available():
         _enable_token_mode()

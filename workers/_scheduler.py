@@ -248,11 +248,9 @@ class Scheduler:
                 result.metrics or {},
                 result.seconds,
                 result.error,
+                result.files if result.error is None else None,
             )
-            if result.files and result.metrics is not None and result.error is None:
-                self.store.put_evaluation_files(
-                    job.arch.arch_id, ev.name, self._fingerprints[ev.name], result.files
-                )
+            if result.error is None:
                 job.done.files.update(result.files)
             job.done.evaluated += 1
             job.done.metrics.update(result.metrics or {})
@@ -471,8 +469,12 @@ def evaluate_cached(
         return EvalResult(dict(stored.metrics), stored.seconds), True
     result = worker.evaluate(arch, ev, ctx)
     store.put_evaluation(
-        arch.arch_id, ev.name, fingerprint, result.metrics or {}, result.seconds, result.error
+        arch.arch_id,
+        ev.name,
+        fingerprint,
+        result.metrics or {},
+        result.seconds,
+        result.error,
+        result.files if result.error is None else None,
     )
-    if result.files and result.error is None:
-        store.put_evaluation_files(arch.arch_id, ev.name, fingerprint, result.files)
     return result, False

@@ -199,10 +199,12 @@ def test_check_url_accepts_a_live_database(store: Store) -> None:
 def test_evaluation_files_round_trip_and_first_write_wins(store: Store) -> None:
     _put_arch(store)
     blob = bytes(range(256)) * 40  # binary, NUL bytes included
-    store.put_evaluation_files("a1", "train", FP, {"weights.safetensors": blob})
-    store.put_evaluation_files("a1", "train", FP, {"weights.safetensors": b"another run"})
+    store.put_evaluation("a1", "train", FP, {"acc": 0.5}, 1.0, files={"weights.safetensors": blob})
+    other = {"weights.safetensors": b"another run"}
+    store.put_evaluation("a1", "train", FP, {"acc": 0.9}, 1.0, files=other)
     assert store.get_evaluation_files("a1", "train", FP) == {"weights.safetensors": blob}
     assert store.get_evaluation_files("a1", "train", "e" * 64) == {}
     assert store.get_evaluation_files("a1", "naswot", FP) == {}
     with pytest.raises(StorageError, match="architecture is not stored"):
-        store.put_evaluation_files("missing", "train", FP, {"w": b"x"})
+        store.put_evaluation("missing", "train", FP, {"acc": 0.5}, 1.0, files={"w": b"x"})
+    assert store.get_evaluation_files("missing", "train", FP) == {}
