@@ -119,10 +119,10 @@ def export(
     if batch_size < 1:
         raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
     chosen, choice = choose_trial(study, trial=trial, limits=limits, prefer=prefer)
-    directory = _out_dir(out)
     with Store(url, create=False) as store:
         bundle = _Bundle.collect(study, chosen, store, batch_size)
     reloaded = bundle.verify() if verify else {}
+    directory = _out_dir(out)  # last: an export that fails creates nothing
     files = bundle.write(directory, choice, reloaded)
     return ExportResult(
         directory,
