@@ -14,7 +14,9 @@ share most of the work, so the suite builds the network once and shares it:
 * one ``autograd.grad(CE loss, weights + ReLU outputs, create_graph=True)``
   gives ``grad_norm``, ``snip``, ``fisher`` and GraSP's ``g``;
 * one more backward of the same graph, ``d(sum of logits)/dx``, gives ``jacob_cov``;
-* the backward of ``g . stop_grad(g)`` gives GraSP's ``Hg`` (and frees the graph);
+* the backward of ``g . stop_grad(g)`` gives GraSP's ``Hg`` and its sum ``w . Hg``
+  (and frees the graph); in a float network the suite computes the same sum as
+  ``g . Hw`` (``H`` is symmetric), whose second backward is the cheaper one;
 * ``synflow`` (data-free, its own pass at batch 1) then runs on the same module:
   its buffers are put back as built, and the module is turned into SynFlow's
   (BatchNorm removed, float64, ``|w|``) in place — the suite's last use of it,
@@ -24,15 +26,17 @@ For a float network (every weighted layer a plain ``nn.Conv2d``/``nn.Linear``,
 as NAS-Bench-201's) the batch passes also run faster kernels:
 
 * :class:`~nas.evaluators._double_backward.DoubleBackward` swaps its convolutions,
-  batch norms and ReLUs for ones whose second derivative is written out (GraSP's
-  ``Hg`` pass was 57% of the suite's time, most of it in PyTorch's generic double
-  backward of batch norm and convolution);
+  batch norms, ReLUs and poolings for ones whose second derivative is written out
+  (GraSP's ``Hg`` pass was 57% of the suite's time, most of it in PyTorch's generic
+  double backward of batch norm and convolution), and records what ``Hw`` needs;
 * images on the CPU are channels-last (oneDNN's own layout: forward and first
   backward about 2x faster), with batch-norm statistics in two passes (the CPU's
   channels-last kernel sums in one float32 pass, 20x less precise).
 
-A quantized network keeps autograd's kernels: a float32 difference in the order
-of a sum moves values across its quantizers' steps.
+A quantized network keeps autograd's kernels and ``Hg``: a float32 difference in
+the order of a sum moves values across its quantizers' steps, and with
+straight-through gradients the second derivative autograd computes need not be
+symmetric, so ``g . Hw`` need not equal ``w . Hg`` there.
 
 Every score is accumulated on the device and read back in one host sync at the
 end. The per-layer arithmetic is the single evaluators' own (the ``*_terms``
@@ -43,6 +47,7 @@ as far from the exact values as the singles are (``benchmarks/proxy_speed.py``).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Iterator, MutableMapping, Sequence
@@ -55,7 +60,7 @@ from torch import nn
 
 from nas._errors import EvaluationError
 from nas.evaluators._base import Direction, EvalContext, Evaluator, register_evaluator
-from nas.evaluators._double_backward import DoubleBackward
+from nas.evaluators._double_backward import ConvCall, DoubleBackward
 from nas.evaluators._proxies import (
     _WEIGHTED,
     _check_classes,
@@ -133,7 +138,7 @@ def suite_scores(
     layout = _layout(arch, ctx) if fast else torch.contiguous_format
     model.to(memory_format=layout)  # type: ignore[call-overload]  # not in the stubs
     clock.mark("build")
-    values, samples = _batch_scores(model, arch, ctx, clock, kernels, layout)
+    values, samples = _batch_scores(model, arch, ctx, clock, kernels if fast else None, layout)
     kernels.remove()  # synflow runs as its own evaluator runs it
     model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     with torch.no_grad():  # synflow sees the buffers as built, as its own evaluator does
@@ -178,10 +183,12 @@ def _batch_scores(
     arch: AnyArchitecture,
     ctx: EvalContext,
     clock: _Clock,
-    kernels: DoubleBackward,
+    kernels: DoubleBackward | None,
     layout: torch.memory_format,
 ) -> tuple[dict[str, torch.Tensor], int]:
     """The five batch proxies' sums (float64, on the device) from one train-mode forward.
+
+    ``kernels``: those installed in a float network, ``None`` for autograd's own.
 
     With ``jacob_cov``'s checks (``jacob_constant``, ``jacob_positive``) and the batch size.
     """
@@ -196,7 +203,11 @@ def _batch_scores(
     loss = F.cross_entropy(logits, y)
     clock.mark("forward")
 
-    grads = torch.autograd.grad(loss, [*weights, *acts], create_graph=True, allow_unused=True)
+    recording: contextlib.AbstractContextManager[list[ConvCall]] = (
+        kernels.recording() if kernels is not None else contextlib.nullcontext([])
+    )
+    with recording as calls:
+        grads = torch.autograd.grad(loss, [*weights, *acts], create_graph=True, allow_unused=True)
     weight_grads, act_grads = grads[: len(weights)], grads[len(weights) :]
     used = [(w, g.detach()) for w, g in zip(weights, weight_grads, strict=True) if g is not None]
     sums = {
@@ -206,7 +217,7 @@ def _batch_scores(
     }
     clock.mark("gradients")
 
-    with kernels.inputs_only():
+    with kernels.inputs_only() if kernels is not None else contextlib.nullcontext():
         (jacobian,) = torch.autograd.grad(logits.sum(), x, retain_graph=True, allow_unused=True)
     if jacobian is None:
         raise EvaluationError("jacob_cov: the output does not depend on the input")
@@ -214,8 +225,14 @@ def _batch_scores(
     sums.update(jacob_cov=score, jacob_constant=constant.double(), jacob_positive=positive.double())
     clock.mark("jacobian")
 
-    hg = hessian_times_gradient(weight_grads, weights)
-    sums["grasp"] = _total(grasp_terms(weights, hg), ctx.device)  # the metric is minus this
+    if kernels is not None:  # w . Hg = g . Hw (H symmetric), and Hw is the cheaper product here
+        hw = kernels.hessian_times_weights(calls, weights, weight_grads)
+        terms = [
+            (g.detach() * h).sum() for g, h in zip(weight_grads, hw, strict=True) if g is not None
+        ]
+    else:
+        terms = grasp_terms(weights, hessian_times_gradient(weight_grads, weights))
+    sums["grasp"] = _total(terms, ctx.device)  # the metric is minus this
     clock.mark("hessian")
     return sums, len(x)
 

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from nas.evaluators._double_backward import DoubleBackward
-from nas.evaluators._proxies_extra import hessian_gradient_product
-from nas.search_space import get_space, sample_random
+from nas.evaluators._proxies_extra import hessian_gradient_product, hessian_times_gradient
+from nas.search_space import CellArchitecture, get_space, sample_random
 
 
 def _double(module: nn.Module) -> nn.Module:
@@ -26,6 +26,12 @@ MODULES = {
     "batchnorm-no-affine": lambda: nn.BatchNorm2d(4, affine=False),
     "batchnorm-no-running-stats": lambda: nn.BatchNorm2d(4, track_running_stats=False),
     "relu": nn.ReLU,
+    "avgpool-3x3-no-pad-count": lambda: nn.AvgPool2d(
+        3, stride=1, padding=1, count_include_pad=False
+    ),
+    "avgpool-2x2": lambda: nn.AvgPool2d(2, stride=2),
+    "avgpool-3x2-strided": lambda: nn.AvgPool2d((3, 2), stride=(2, 1), padding=(1, 0)),
+    "global-avgpool": lambda: nn.AdaptiveAvgPool2d(1),
 }
 
 
@@ -68,6 +74,82 @@ def test_hessian_gradient_product_of_a_network_equals_autograds(
         torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-11)
     for a, b in zip(native.buffers(), fast.buffers(), strict=True):  # running stats as nn's
         torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+
+
+#: Every NB201 op, the 3x3 pooling (no padding counted) and the zero op included.
+EVERY_OP = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_3x3~0|none~1|avg_pool_3x3~2|"
+
+
+def _nb201_network(layout: torch.memory_format) -> tuple[nn.Module, nn.Module, torch.Tensor]:
+    """A float64 NB201 network of :data:`EVERY_OP`, its fast copy (in ``layout``) and a batch."""
+    arch = CellArchitecture.from_string(EVERY_OP, input_shape=(3, 8, 8), cells_per_stage=2)
+    torch.manual_seed(0)
+    native = arch.build().double().train()
+    fast = copy.deepcopy(native)
+    DoubleBackward(fast)
+    fast.to(memory_format=layout)
+    x = torch.randn(8, 3, 8, 8, dtype=torch.float64).contiguous(memory_format=layout)
+    return native, fast, x
+
+
+def _weights(model: nn.Module) -> list[torch.Tensor]:
+    return [m.weight for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+
+
+def test_hessian_times_weights_is_autograds_and_gives_grasps_sum() -> None:
+    # H w from the recorded convolution calls, against autograd's double backprop of
+    # sum(g . stop_grad(w)); and g . Hw = w . Hg (H is symmetric), GraSP's sum.
+    native, fast, x = _nb201_network(torch.channels_last)
+    y = torch.randint(0, 10, (8,))
+    weights = _weights(native)
+    loss = nn.functional.cross_entropy(native(x), y)
+    grads = torch.autograd.grad(loss, weights, create_graph=True)
+    direction = torch.stack([(g * w.detach()).sum() for g, w in zip(grads, weights, strict=True)])
+    unused = torch.autograd.grad(direction.sum(), weights, retain_graph=True, allow_unused=True)
+    expected = [
+        torch.zeros_like(w) if h is None else h for w, h in zip(weights, unused, strict=True)
+    ]
+    hg = hessian_times_gradient(grads, weights)
+
+    kernels = next(m._double_backward for m in fast.modules() if hasattr(m, "_double_backward"))
+    fast_weights = _weights(fast)
+    fast_loss = nn.functional.cross_entropy(fast(x), y)
+    with kernels.recording() as calls:
+        fast_grads = torch.autograd.grad(fast_loss, fast_weights, create_graph=True)
+    assert len(calls) == sum(isinstance(m, nn.Conv2d) for m in fast.modules())
+    hw = kernels.hessian_times_weights(calls, fast_weights, fast_grads)
+    assert kernels.calls is None
+    for got, want in zip(hw, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-11)
+    w_hg = sum((w.detach() * h).sum() for w, h in zip(weights, hg, strict=True))
+    g_hw = sum((g.detach() * h).sum() for g, h in zip(fast_grads, hw, strict=True))
+    torch.testing.assert_close(g_hw, w_hg, rtol=1e-9, atol=0)
+
+
+def test_gradients_keep_the_channels_last_layout() -> None:
+    # Autograd's global pooling and avg_pool2d's double backward hand back contiguous
+    # tensors, which would run everything below them at a fraction of oneDNN's speed.
+    _, fast, x = _nb201_network(torch.channels_last)
+    x.requires_grad_(True)
+    weights = _weights(fast)
+    formats: list[torch.Tensor] = []  # the gradients of the outputs of every layer
+
+    def watch(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+        output.register_hook(formats.append)
+
+    for m in fast.modules():
+        if isinstance(m, nn.Conv2d | nn.AvgPool2d | nn.BatchNorm2d | nn.ReLU):
+            m.register_forward_hook(watch)
+    loss = nn.functional.cross_entropy(fast(x), torch.randint(0, 10, (8,)))
+    grads = torch.autograd.grad(loss, [x, *weights], create_graph=True)
+    assert len(formats) > 20 and all(_channels_last(g) for g in formats)
+    assert _channels_last(grads[0])
+    (second,) = torch.autograd.grad(sum(g.sum() for g in grads[1:]), x)
+    assert _channels_last(second)
+
+
+def _channels_last(t: torch.Tensor) -> bool:
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
 def test_batch_norm_bookkeeping_is_nns() -> None:
