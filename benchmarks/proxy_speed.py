@@ -268,10 +268,12 @@ def _markdown(result: dict[str, Any]) -> str:
         "each building its own network with autograd's own formulas (the definitions); "
         "(b) `zc_suite`: one build, one train-mode forward for "
         "the five batch proxies, one backward (with graph) for grad_norm, snip, fisher and "
-        "GraSP's g, one backward for jacob_cov's input Jacobian, GraSP's Hessian-gradient "
-        "backward, then synflow on the same module; convolutions, batch norms and ReLUs with "
-        "a written-out double backward (`evaluators/_double_backward.py`), channels-last "
-        "tensors on the CPU. Cells interleaved; the first 2 cells run once more before, "
+        "GraSP's g, one backward for jacob_cov's input Jacobian, one second backward for "
+        "GraSP's sum (as g . Hw: w . Hg = g . Hw, H symmetric, and Hw needs two convolution "
+        "kernels per layer where Hg needs four), then synflow on the same module; "
+        "convolutions, batch norms, ReLUs and poolings with a written-out double backward "
+        "(`evaluators/_double_backward.py`), channels-last tensors on the CPU. Cells "
+        "interleaved; the first 2 cells run once more before, "
         "untimed. (c) `zc_suite` in worker processes of one thread each, the cells shared "
         "out one at a time (wall time, after a warm-up).",
         "",
@@ -349,8 +351,8 @@ def _markdown(result: dict[str, Any]) -> str:
         "Stages: build (the network, and a copy of its buffers for synflow), forward (train "
         "mode, ReLU hooks, CE loss), gradients (dL/d(weights, ReLU outputs) with graph; "
         "grad_norm, snip, fisher), jacobian (d sum(logits)/dx and its correlation "
-        "eigenvalues), hessian (GraSP's Hg), synflow (float64, |w|, ones input), scores (the "
-        "one host sync and the checks).",
+        "eigenvalues), hessian (GraSP's Hw and g . Hw), synflow (float64, |w|, ones input), "
+        "scores (the one host sync and the checks).",
         "",
         *_time_notes(result),
         "",
@@ -389,7 +391,8 @@ def _markdown(result: dict[str, Any]) -> str:
         lines += [
             "",
             "The suite differs from the singles by what float32 rounding in another order "
-            "(channels-last kernels, the written-out second derivatives) gives; both are that "
+            "(channels-last kernels, the written-out second derivatives, GraSP's sum as "
+            "g . Hw where the singles take w . Hg) gives; both are that "
             "far from the exact values. In float64 the written-out derivatives are autograd's "
             "own (`gradgradcheck` and a float64 comparison in "
             "`tests/evaluators/test_evaluators_double_backward.py`).",
@@ -414,7 +417,7 @@ def _time_notes(result: dict[str, Any]) -> list[str]:
         grasp = run["singles"]["seconds_per_proxy"]["grasp"]
         rest = total - stages["hessian"]
         lines.append(
-            f"- {run['device']}, {run['threads']} thread(s): GraSP's Hessian-gradient backward "
+            f"- {run['device']}, {run['threads']} thread(s): GraSP's second backward "
             f"takes {stages['hessian']:.3f} s of the suite's {total:.3f} s "
             f"({stages['hessian'] / total:.0%}). The single `grasp` evaluator takes "
             f"{grasp:.3f} s ({1 / grasp:.2f} archs/s). The other stages "
@@ -438,7 +441,8 @@ def _time_notes(result: dict[str, Any]) -> list[str]:
             "`_ConvBackwardBackward` and `_BatchNormBackwardBackward` are the written-out "
             "second derivatives, run only by GraSP's Hessian pass; `_ConvFunctionBackward` "
             "and `_BatchNormFunctionBackward` the first ones (autograd's own fused kernels), "
-            "run by each of the three backward passes.",
+            "run by each of the three backward passes; `_AvgPoolFunctionBackward` is average "
+            "pooling's (a depthwise convolution's) backward.",
         ]
     return lines
 
@@ -457,7 +461,16 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=int, default=10, help="cells to profile zc_suite on (0: none)"
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only rewrite proxy_speed.md from the stored proxy_speed.json",
+    )
     args = parser.parse_args()
+    if args.render:
+        result = json.loads((RESULTS / "proxy_speed.json").read_text())
+        (RESULTS / "proxy_speed.md").write_text(_markdown(result))
+        return
 
     archs = sample_random(get_space("nb201"), args.n, seed=0)
     load_before = os.getloadavg()

@@ -45,7 +45,8 @@ def _assert_equal(
     In float64 only the order of sums differs. In float32 the suite's channels-last kernels
     and written-out second derivatives (float networks only) round differently from
     autograd's own, about as far from the exact values as the singles are: up to 4e-3
-    relative for GraSP's sum of cancelling terms (benchmarks/results/proxy_speed.md).
+    relative for GraSP's sum of cancelling terms, the suite's g . Hw as the singles' w . Hg
+    (benchmarks/results/proxy_speed.md).
     """
     wide, wide_ctx = in_float64(arch, ctx)
     exact = _singles(wide, wide_ctx)
