@@ -50,39 +50,15 @@ def test_first_and_second_derivatives_are_autograds(name: str) -> None:
     assert torch.autograd.gradgradcheck(f, (x, *params))
 
 
-@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_hessian_gradient_product_of_a_network_equals_autograds(
-    layout: torch.memory_format,
-) -> None:
-    # GraSP's Hg through a real NB201 network (convolutions, BN, ReLU, pooling, sums), float64.
-    arch = sample_random(get_space("nb201").for_data((3, 8, 8), 10), 1, seed=4)[0]
-    torch.manual_seed(0)
-    native = arch.build().double().train()
-    fast = copy.deepcopy(native)
-    DoubleBackward(fast)
-    fast.to(memory_format=layout)
-    x = torch.randn(8, 3, 8, 8, dtype=torch.float64).contiguous(memory_format=layout)
-    y = torch.randint(0, 10, (8,))
-    results = []
-    for model in (native, fast):
-        weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-        loss = nn.functional.cross_entropy(model(x), y)
-        results.append(hessian_gradient_product(loss, weights))
-    # Sums in another order (oneDNN's choice varies with the load on the threads): an element
-    # that cancels to ~1e-3 differs by ~2e-12 now and then; float32 would be ~1e-4 off.
-    for expected, got in zip(*results, strict=True):
-        torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-11)
-    for a, b in zip(native.buffers(), fast.buffers(), strict=True):  # running stats as nn's
-        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
-
-
 #: Every NB201 op, the 3x3 pooling (no padding counted) and the zero op included.
 EVERY_OP = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_3x3~0|none~1|avg_pool_3x3~2|"
 
 
-def _nb201_network(layout: torch.memory_format) -> tuple[nn.Module, nn.Module, torch.Tensor]:
-    """A float64 NB201 network of :data:`EVERY_OP`, its fast copy (in ``layout``) and a batch."""
-    arch = CellArchitecture.from_string(EVERY_OP, input_shape=(3, 8, 8), cells_per_stage=2)
+def _nb201_network(
+    layout: torch.memory_format, cell: str = EVERY_OP
+) -> tuple[nn.Module, nn.Module, torch.Tensor]:
+    """A float64 NB201 network of ``cell``, its fast copy (in ``layout``) and a batch."""
+    arch = CellArchitecture.from_string(cell, input_shape=(3, 8, 8), cells_per_stage=2)
     torch.manual_seed(0)
     native = arch.build().double().train()
     fast = copy.deepcopy(native)
@@ -94,6 +70,29 @@ def _nb201_network(layout: torch.memory_format) -> tuple[nn.Module, nn.Module, t
 
 def _weights(model: nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+
+
+SAMPLED = sample_random(get_space("nb201").for_data((3, 8, 8), 10), 1, seed=4)[0].to_string()
+
+
+@pytest.mark.parametrize("cell", [EVERY_OP, SAMPLED], ids=["every-op", "sampled"])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_hessian_gradient_product_of_a_network_equals_autograds(
+    layout: torch.memory_format, cell: str
+) -> None:
+    # GraSP's Hg through a real NB201 network (convolutions, BN, ReLU, pooling, sums), float64.
+    native, fast, x = _nb201_network(layout, cell)
+    y = torch.randint(0, 10, (8,))
+    results = []
+    for model in (native, fast):
+        loss = nn.functional.cross_entropy(model(x), y)
+        results.append(hessian_gradient_product(loss, _weights(model)))
+    # Sums in another order (oneDNN's choice varies with the load on the threads): an element
+    # that cancels to ~1e-3 differs by ~2e-12 now and then; float32 would be ~1e-4 off.
+    for expected, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-11)
+    for a, b in zip(native.buffers(), fast.buffers(), strict=True):  # running stats as nn's
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
 
 
 def test_hessian_times_weights_is_autograds_and_gives_grasps_sum() -> None:
