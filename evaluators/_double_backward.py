@@ -69,6 +69,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import FunctionCtx
 
+from nas.evaluators._proxies import _grads
+
 
 class DoubleBackward:
     """Installs the cheap-double-backward modules in a model, and takes them out again.
@@ -160,8 +162,7 @@ class DoubleBackward:
             return [torch.zeros_like(w) for w in weights]
         # The cotangents go in as they are: no product tensors, no sum to differentiate.
         outputs, cotangents = zip(*pairs, strict=True)
-        hw = torch.autograd.grad(outputs, list(weights), cotangents, allow_unused=True)
-        return [torch.zeros_like(w) if h is None else h for w, h in zip(weights, hw, strict=True)]
+        return _grads(outputs, weights, cotangents)
 
     @contextmanager
     def inputs_only(self) -> Iterator[None]:

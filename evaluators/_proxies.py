@@ -184,9 +184,16 @@ def _weights(model: nn.Module, proxy: str) -> list[torch.Tensor]:
     return weights
 
 
-def _grads(output: torch.Tensor, weights: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """d output / d each weight; a weight the output does not use gets zeros."""
-    grads = torch.autograd.grad(output, list(weights), allow_unused=True)
+def _grads(
+    output: torch.Tensor | Sequence[torch.Tensor],
+    weights: Sequence[torch.Tensor],
+    cotangents: Sequence[torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """d output / d each weight; a weight the output does not use gets zeros.
+
+    With several outputs, the gradient of the sum of ``<output, cotangent>``.
+    """
+    grads = torch.autograd.grad(output, list(weights), cotangents, allow_unused=True)
     return [torch.zeros_like(w) if g is None else g for w, g in zip(weights, grads, strict=True)]
 
 
