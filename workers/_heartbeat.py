@@ -6,16 +6,24 @@ flight, from a thread, in Optuna's own heartbeat table (the database's clock, so
 machines with skewed clocks agree), and writes its ``host:pid`` to the trial's
 user attr ``driver``.
 
+A driver asks with :func:`ask`, never ``study.ask()``: a new trial is created
+RUNNING with its ``driver`` attr in one storage call, and an enqueued one gets its
+first heartbeat before it is popped, so a driver killed at any moment leaves no
+RUNNING trial that cannot be traced to it.
+
 A RUNNING trial is *stale* when its driver is a process on this host that no
-longer exists (found at once), or when its last heartbeat is older than the
-storage's grace period (a driver on another machine). :func:`recover_stale`
-fails such a trial with the reason and enqueues its architecture again, so the
-next ``ask`` runs it first; its evaluations already stored are reused, not run
-again.
+longer exists (found at once), when its last heartbeat is older than the
+storage's grace period (a driver on another machine), or when it has a driver
+but no heartbeat at all and started longer than the grace period ago (a driver
+on another machine killed before its first beat; this compares the trial's start
+with this machine's clock). :func:`recover_stale` fails such a trial with the
+reason and enqueues its architecture again, so the next ``ask`` runs it first;
+its evaluations already stored are reused, not run again.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import socket
 import threading
@@ -23,9 +31,11 @@ from collections.abc import Iterable
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.trial import TrialState
+from optuna.trial import TrialState, create_trial
 
 #: User attr of a trial failed because its driver stopped (it does not count as run).
 STALE_ATTR = "stale"
@@ -93,6 +103,38 @@ class Heartbeat:
         self._thread.join()
 
 
+def ask(study: optuna.Study, heartbeat: Heartbeat) -> optuna.Trial:
+    """``study.ask()`` for a driver: the trial is traceable to it from the moment it runs.
+
+    As ``study.ask()``, pops the oldest enqueued (WAITING) trial, else creates a
+    new one, and the sampler's ``before_trial`` sees it. A new trial is created
+    RUNNING with the ``driver`` attr in the same storage call. An enqueued one
+    gets its heartbeat before it is popped (the attr cannot go first: a driver
+    losing the race for that trial would write its name on another's), so a
+    driver killed before it writes the attr leaves a heartbeat that goes stale.
+    Either way the trial is in ``heartbeat`` from then on.
+    """
+    storage = study._storage  # Optuna has no public handle on a study's storage or id
+    study_id = study._study_id
+    # As study.ask(): the sampler must see every trial stored, not the last ask's.
+    study._thread_local.cached_all_trials = None
+    me = driver_id()
+    for waiting in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        heartbeat.add(waiting._trial_id)
+        try:
+            popped = storage.set_trial_state_values(waiting._trial_id, TrialState.RUNNING)
+        except UpdateFinishedTrialError:
+            popped = False
+        if popped:
+            storage.set_trial_user_attr(waiting._trial_id, DRIVER_ATTR, me)
+            return optuna.Trial(study, waiting._trial_id)
+        heartbeat.discard(waiting._trial_id)  # another driver popped it first
+    template = create_trial(state=TrialState.RUNNING, user_attrs={DRIVER_ATTR: me})
+    trial_id = storage.create_new_trial(study_id, template_trial=template)
+    heartbeat.add(trial_id)
+    return optuna.Trial(study, trial_id)
+
+
 def heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:
     """Seconds between a trial's heartbeats on ``storage``; None if it has none."""
     return storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else None
@@ -108,17 +150,27 @@ def recover_stale(study: optuna.Study) -> list[int]:
     storage = study._storage  # Optuna has no public handle on a study's storage or id
     study_id = study._study_id
     stale_ids: set[int] = set()
-    grace = None
+    unbeaten_ids: set[int] = set()
+    grace = 0
     interval = heartbeat_interval(storage)
     if isinstance(storage, BaseHeartbeat) and interval is not None:
         stale_ids = set(storage._get_stale_trial_ids(study_id))
         backend = getattr(storage, "_backend", storage)  # under the study's cache
         grace = getattr(backend, "grace_period", None) or 2 * interval
+        unbeaten_ids = _unbeaten_trial_ids(backend, study_id)
+    now = datetime.datetime.now()
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         reason: str | None
         if trial._trial_id in stale_ids:
             reason = f"its driver stopped: no heartbeat for over {grace} s"
+        elif (
+            trial._trial_id in unbeaten_ids
+            and DRIVER_ATTR in trial.user_attrs
+            and trial.datetime_start is not None
+            and (now - trial.datetime_start).total_seconds() > grace
+        ):
+            reason = f"its driver stopped: no heartbeat in the {grace} s since it started"
         else:
             reason = _dead_driver(trial.user_attrs.get(DRIVER_ATTR))
         if reason is None:
@@ -131,14 +183,41 @@ def recover_stale(study: optuna.Study) -> list[int]:
         except UpdateFinishedTrialError:  # another driver got there first
             continue
         failed.append(trial.number)
-        if trial.params:
+        # What it sampled, or what it was enqueued with if it was stopped before sampling.
+        params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+        if params:
             attrs: dict[str, Any] = {
                 k: trial.user_attrs[k]
                 for k in ("warmup_rank", "warmup_score")
                 if k in trial.user_attrs
             }
-            study.enqueue_trial(trial.params, user_attrs={**attrs, RETRY_ATTR: trial.number})
+            study.enqueue_trial(params, user_attrs={**attrs, RETRY_ATTR: trial.number})
     return failed
+
+
+def _unbeaten_trial_ids(storage: object, study_id: int) -> set[int]:
+    """The study's RUNNING trials that have no heartbeat at all (Optuna's query skips them)."""
+    if not isinstance(storage, RDBStorage):
+        return set()
+    from optuna.storages._rdb import models
+
+    query = (
+        sqlalchemy.select(models.TrialModel.trial_id)
+        .outerjoin(
+            models.TrialHeartbeatModel,
+            models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id,
+        )
+        .where(
+            models.TrialModel.study_id == study_id,
+            models.TrialModel.state == TrialState.RUNNING,
+            models.TrialHeartbeatModel.trial_heartbeat_id.is_(None),
+        )
+    )
+    session = storage.scoped_session()
+    try:
+        return set(session.scalars(query))
+    finally:
+        session.close()
 
 
 def _dead_driver(driver: object) -> str | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -26,12 +25,11 @@ from nas.storage import json_float
 from nas.workers._artifacts import WEIGHTS_ATTR, TrialArtifacts
 from nas.workers._backends import Backend, Done, LocalBackend, Task
 from nas.workers._heartbeat import (
-    DRIVER_ATTR,
     RETRY_ATTR,
     STALE_ATTR,
     Heartbeat,
+    ask,
     counted_trials,
-    driver_id,
 )
 from nas.workers._local import EvalResult, Worker, failure_reason
 
@@ -206,12 +204,8 @@ class Scheduler:
 
     def _ask(self, heartbeat: Heartbeat) -> _Job:
         """Ask a trial, sample its architecture and look up what is stored of it."""
-        with warnings.catch_warnings():  # heartbeats are ours, recorded outside optimize()
-            warnings.filterwarnings("ignore", message="Heartbeat of storage")
-            trial = self.study.ask()
+        trial = ask(self.study, heartbeat)
         try:
-            trial.set_user_attr(DRIVER_ATTR, driver_id())
-            heartbeat.add(trial._trial_id)
             arch = self.space.sample(trial)
             cost = arch.cost()
             self.store.put_architecture(
