@@ -20,15 +20,15 @@ from nas.workers._heartbeat import DRIVER_ATTR, Heartbeat, ask, driver_id, recov
 GRACE = 2
 
 
-def _study(db_url: str, **kwargs: Any) -> tuple[Store, optuna.Study]:
-    store = Store(db_url, heartbeat_grace=GRACE)
+def _study(store_url: str, **kwargs: Any) -> tuple[Store, optuna.Study]:
+    store = Store(store_url, heartbeat_grace=GRACE)
     study = optuna.create_study(
         study_name="beats", storage=store.optuna_storage(), load_if_exists=True, **kwargs
     )
     return store, study
 
 
-def _killed_after(db_url: str, body: str) -> None:
+def _killed_after(store_url: str, body: str) -> None:
     """Run ``body`` in a driver process that asks one trial and is SIGKILLed where it says."""
     script = textwrap.dedent(
         f"""
@@ -36,7 +36,7 @@ def _killed_after(db_url: str, body: str) -> None:
         import optuna
         from nas.storage import Store
         from nas.workers._heartbeat import Heartbeat, ask
-        store = Store({db_url!r}, heartbeat_grace={GRACE})
+        store = Store({store_url!r}, heartbeat_grace={GRACE})
         storage = store.optuna_storage()
         study = optuna.load_study(study_name="beats", storage=storage)
         def die(*args, **kwargs):
@@ -48,12 +48,12 @@ def _killed_after(db_url: str, body: str) -> None:
 
 
 def test_a_driver_killed_right_after_it_asks_leaves_a_trial_recovered_at_once(
-    db_url: str,
+    store_url: str,
 ) -> None:
-    store, study = _study(db_url)
+    store, study = _study(store_url)
     with store:
         _killed_after(
-            db_url,
+            store_url,
             """
             with Heartbeat(storage) as heartbeat:
                 ask(study, heartbeat)
@@ -67,14 +67,14 @@ def test_a_driver_killed_right_after_it_asks_leaves_a_trial_recovered_at_once(
 
 
 def test_a_driver_killed_as_it_pops_an_enqueued_trial_leaves_a_heartbeat_that_goes_stale(
-    db_url: str,
+    store_url: str,
 ) -> None:
-    store, study = _study(db_url)
+    store, study = _study(store_url)
     with store:
         study.enqueue_trial({"x": 3}, user_attrs={"warmup_rank": 0})
         # Killed after the trial is RUNNING and before it names its driver.
         _killed_after(
-            db_url,
+            store_url,
             """
             storage.set_trial_user_attr = die
             with Heartbeat(storage) as heartbeat:
@@ -112,9 +112,9 @@ def _running(study: optuna.Study, started: datetime.datetime, **user_attrs: Any)
 
 
 def test_a_trial_of_a_driver_elsewhere_that_never_beat_is_stale_after_the_grace_period(
-    db_url: str,
+    store_url: str,
 ) -> None:
-    store, study = _study(db_url)
+    store, study = _study(store_url)
     with store:
         now = datetime.datetime.now()
         minute_ago = now - datetime.timedelta(minutes=1)
@@ -137,9 +137,9 @@ class _Recording(optuna.samplers.RandomSampler):
         super().before_trial(study, trial)
 
 
-def test_ask_gives_what_study_ask_gives(db_url: str) -> None:
+def test_ask_gives_what_study_ask_gives(store_url: str) -> None:
     sampler = _Recording()
-    store, study = _study(db_url, sampler=sampler)
+    store, study = _study(store_url, sampler=sampler)
     with store, Heartbeat(study._storage) as heartbeat:
         study.enqueue_trial({"x": 7}, user_attrs={"warmup_rank": 0})
         first = ask(study, heartbeat)  # the enqueued one first, with its parameters
