@@ -44,6 +44,7 @@ from nas.evaluators import EvalContext, get_evaluator, load_dataset
 from nas.evaluators._float64 import in_float64
 from nas.evaluators._proxy_suite import STAGES, SUITE_METRICS, suite_scores
 from nas.search_space import CellArchitecture, get_space, sample_random
+from nas.workers import keep_freed_memory
 
 RESULTS = Path(__file__).parent / "results"
 PROXIES = ("synflow", "snip", "grad_norm", "fisher", "grasp", "jacob_cov")
@@ -95,6 +96,7 @@ _WORKER_CONTEXT: list[EvalContext] = []  # one per worker process, made by _pool
 
 
 def _pool_init() -> None:
+    keep_freed_memory()  # as every nas worker does
     torch.set_num_threads(1)
     _WORKER_CONTEXT.append(_context("cpu"))
 
@@ -278,7 +280,13 @@ def _markdown(result: dict[str, Any]) -> str:
         "out one at a time (wall time, after a warm-up).",
         "",
         f"Machine: {result['machine']}. Load average before / after: "
-        f"{result['load_before']} / {result['load_after']}.",
+        f"{result['load_before']} / {result['load_after']}."
+        + (
+            f" Host allocator: {result['allocator']} (`nas.workers.keep_freed_memory`, "
+            "as in every nas worker; singles and suite alike)."
+            if "allocator" in result
+            else ""
+        ),
         "",
         "## Architectures per second",
         "",
@@ -472,6 +480,8 @@ def main() -> None:
         (RESULTS / "proxy_speed.md").write_text(_markdown(result))
         return
 
+    # As every nas worker does (both sides of each comparison run with it).
+    allocator = "glibc keeps freed memory" if keep_freed_memory() else "as the system set it"
     archs = sample_random(get_space("nb201"), args.n, seed=0)
     load_before = os.getloadavg()
     runs = [_measure(archs, "cpu", t) for t in args.threads]
@@ -504,6 +514,7 @@ def main() -> None:
         "command": command,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}",
+        "allocator": allocator,
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "cuda_note": (

@@ -11,7 +11,13 @@ from nas.workers._backends import (
     WorkerSetup,
     WorkerSetupError,
 )
-from nas.workers._local import EvalResult, LocalWorker, Worker, failure_reason
+from nas.workers._local import (
+    EvalResult,
+    LocalWorker,
+    Worker,
+    failure_reason,
+    keep_freed_memory,
+)
 from nas.workers._scheduler import Scheduler, SearchSummary, TrialOutcome
 
 __all__ = [
@@ -29,4 +35,5 @@ __all__ = [
     "WorkerSetup",
     "WorkerSetupError",
     "failure_reason",
+    "keep_freed_memory",
 ]
