@@ -35,7 +35,9 @@ import sqlalchemy
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
-from optuna.trial import TrialState, create_trial
+from optuna.trial import FrozenTrial, TrialState, create_trial
+
+from nas.workers._local import failure_reason
 
 #: User attr of a trial failed because its driver stopped (it does not count as run).
 STALE_ATTR = "stale"
@@ -127,12 +129,29 @@ def ask(study: optuna.Study, heartbeat: Heartbeat) -> optuna.Trial:
             popped = False
         if popped:
             storage.set_trial_user_attr(waiting._trial_id, DRIVER_ATTR, me)
-            return optuna.Trial(study, waiting._trial_id)
+            return _opened(study, waiting._trial_id, heartbeat)
         heartbeat.discard(waiting._trial_id)  # another driver popped it first
     template = create_trial(state=TrialState.RUNNING, user_attrs={DRIVER_ATTR: me})
     trial_id = storage.create_new_trial(study_id, template_trial=template)
     heartbeat.add(trial_id)
-    return optuna.Trial(study, trial_id)
+    return _opened(study, trial_id, heartbeat)
+
+
+def _opened(study: optuna.Study, trial_id: int, heartbeat: Heartbeat) -> optuna.Trial:
+    """The RUNNING trial as an ``optuna.Trial``; failed and re-queued if the sampler raises."""
+    try:
+        return optuna.Trial(study, trial_id)  # calls the sampler's before_trial
+    except BaseException as exc:
+        heartbeat.discard(trial_id)
+        storage = study._storage
+        try:
+            storage.set_trial_user_attr(trial_id, "error", failure_reason(exc))
+            storage.set_trial_user_attr(trial_id, STALE_ATTR, True)
+            if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+                requeue(study, storage.get_trial(trial_id))
+        except Exception:  # the storage itself may be what failed; recovery will find it
+            pass
+        raise
 
 
 def heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:
@@ -183,16 +202,24 @@ def recover_stale(study: optuna.Study) -> list[int]:
         except UpdateFinishedTrialError:  # another driver got there first
             continue
         failed.append(trial.number)
-        # What it sampled, or what it was enqueued with if it was stopped before sampling.
-        params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
-        if params:
-            attrs: dict[str, Any] = {
-                k: trial.user_attrs[k]
-                for k in ("warmup_rank", "warmup_score")
-                if k in trial.user_attrs
-            }
-            study.enqueue_trial(params, user_attrs={**attrs, RETRY_ATTR: trial.number})
+        requeue(study, trial)
     return failed
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Enqueue the candidate of a trial that was stopped, as a retry (user attr ``retry_of``).
+
+    Its params, or those it was enqueued with if it stopped before sampling them
+    (nothing if it had neither); a warm-up pick keeps its ``warmup_rank`` and
+    ``warmup_score``.
+    """
+    params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+    if not params:
+        return
+    attrs: dict[str, Any] = {
+        k: trial.user_attrs[k] for k in ("warmup_rank", "warmup_score") if k in trial.user_attrs
+    }
+    study.enqueue_trial(params, user_attrs={**attrs, RETRY_ATTR: trial.number})
 
 
 def _unbeaten_trial_ids(storage: object, study_id: int) -> set[int]:

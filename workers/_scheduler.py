@@ -25,11 +25,11 @@ from nas.storage import json_float
 from nas.workers._artifacts import WEIGHTS_ATTR, TrialArtifacts
 from nas.workers._backends import Backend, Done, LocalBackend, Task
 from nas.workers._heartbeat import (
-    RETRY_ATTR,
     STALE_ATTR,
     Heartbeat,
     ask,
     counted_trials,
+    requeue,
 )
 from nas.workers._local import EvalResult, Worker, failure_reason
 
@@ -303,11 +303,10 @@ class Scheduler:
         try:
             trial.set_user_attr("error", reason)
             trial.set_user_attr(STALE_ATTR, True)
-            self.study.tell(trial, state=TrialState.FAIL)
+            frozen = self.study.tell(trial, state=TrialState.FAIL)
         except Exception:  # the storage itself may be what failed; recovery will find it
             return
-        if trial.params:
-            self.study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
+        requeue(self.study, frozen)
 
     def _confirm(self, arch: AnyArchitecture, metrics: dict[str, float], done: _Evaluated) -> None:
         """Replace estimates by measurements where they decide something.

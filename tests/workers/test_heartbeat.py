@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import optuna
+import pytest
 from optuna.distributions import IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
@@ -157,3 +158,29 @@ def test_ask_gives_what_study_ask_gives(store_url: str) -> None:
         assert trials[0].distributions == {"x": IntDistribution(0, 9)}
         assert recover_stale(study) == []
         assert os.getpid() == int(driver_id().rpartition(":")[2])
+
+
+class _Broken(optuna.samplers.RandomSampler):
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        raise RuntimeError("no sample today")
+
+
+def test_a_sampler_that_raises_as_a_trial_opens_leaves_it_failed_and_its_candidate_queued(
+    store_url: str,
+) -> None:
+    store, study = _study(store_url, sampler=_Broken())
+    with store, Heartbeat(study._storage) as heartbeat:
+        with pytest.raises(RuntimeError, match="no sample today"):
+            ask(study, heartbeat)  # a new trial: nothing sampled, nothing to queue again
+        study.enqueue_trial({"x": 5}, user_attrs={"warmup_rank": 2})
+        with pytest.raises(RuntimeError, match="no sample today"):
+            ask(study, heartbeat)  # the enqueued one: queued again
+        new, popped, retry = study.get_trials()
+        for failed in (new, popped):
+            assert failed.state == TrialState.FAIL
+            assert failed.user_attrs["error"] == "RuntimeError: no sample today"
+            assert failed.user_attrs["stale"] is True  # not run: it does not count
+        assert retry.state == TrialState.WAITING
+        assert retry.system_attrs["fixed_params"] == {"x": 5}
+        assert retry.user_attrs == {"warmup_rank": 2, "retry_of": popped.number}
+        assert recover_stale(study) == []

@@ -1,4 +1,4 @@
-"""A worker process keeps the host memory it frees for the next candidate, and gives it back on demand."""
+"""A worker keeps the host memory it frees for the next candidate, and gives it back on demand."""
 
 from __future__ import annotations
 
