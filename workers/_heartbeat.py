@@ -145,13 +145,21 @@ def _opened(study: optuna.Study, trial_id: int, heartbeat: Heartbeat) -> optuna.
         heartbeat.discard(trial_id)
         storage = study._storage
         try:
-            storage.set_trial_user_attr(trial_id, "error", failure_reason(exc))
-            storage.set_trial_user_attr(trial_id, STALE_ATTR, True)
-            if storage.set_trial_state_values(trial_id, TrialState.FAIL):
+            if _fail_as_stale(storage, trial_id, failure_reason(exc)):
                 requeue(study, storage.get_trial(trial_id))
         except Exception:  # the storage itself may be what failed; recovery will find it
             pass
         raise
+
+
+def _fail_as_stale(storage: optuna.storages.BaseStorage, trial_id: int, reason: str) -> bool:
+    """Fail a RUNNING trial as not run (user attrs ``error``, ``stale``); False if it had ended."""
+    try:
+        storage.set_trial_user_attr(trial_id, "error", reason)
+        storage.set_trial_user_attr(trial_id, STALE_ATTR, True)
+        return storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    except UpdateFinishedTrialError:  # another driver got there first
+        return False
 
 
 def heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:
@@ -192,14 +200,7 @@ def recover_stale(study: optuna.Study) -> list[int]:
             reason = f"its driver stopped: no heartbeat in the {grace} s since it started"
         else:
             reason = _dead_driver(trial.user_attrs.get(DRIVER_ATTR))
-        if reason is None:
-            continue
-        try:
-            storage.set_trial_user_attr(trial._trial_id, "error", reason)
-            storage.set_trial_user_attr(trial._trial_id, STALE_ATTR, True)
-            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-                continue
-        except UpdateFinishedTrialError:  # another driver got there first
+        if reason is None or not _fail_as_stale(storage, trial._trial_id, reason):
             continue
         failed.append(trial.number)
         requeue(study, trial)

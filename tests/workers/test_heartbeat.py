@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 import pytest
 from optuna.distributions import IntDistribution
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from nas.storage import Store
 from nas.workers._heartbeat import DRIVER_ATTR, Heartbeat, ask, driver_id, recover_stale
@@ -95,19 +95,8 @@ def test_a_driver_killed_as_it_pops_an_enqueued_trial_leaves_a_heartbeat_that_go
 
 
 def _running(study: optuna.Study, started: datetime.datetime, **user_attrs: Any) -> int:
-    template = FrozenTrial(
-        number=-1,
-        state=TrialState.RUNNING,
-        value=None,
-        datetime_start=started,
-        datetime_complete=None,
-        params={},
-        distributions={},
-        user_attrs=user_attrs,
-        system_attrs={},
-        intermediate_values={},
-        trial_id=-1,
-    )
+    template = create_trial(state=TrialState.RUNNING, user_attrs=user_attrs)
+    template.datetime_start = started
     study._storage.create_new_trial(study._study_id, template_trial=template)
     return study.get_trials()[-1].number
 
